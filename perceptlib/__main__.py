@@ -1,0 +1,3 @@
+from perceptlib.cli import main
+
+raise SystemExit(main())

