@@ -61,7 +61,7 @@ def gram_matrix(f: Tensor) -> Tensor:
         raise ValueError(f"expected (N, C, H, W) features, got shape {tuple(f.shape)}")
     n, c, h, w = f.shape
     flat = f.float().reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
 def style_loss(pred: Mapping[str, Tensor], target: Mapping[str, Tensor],
