@@ -91,3 +91,209 @@ def plot_loss_table(table: Mapping[str, Mapping[str, float]], normalise: bool = 
     if title:
         ax.set_title(title)
     return fig
+
+
+# --- data and metrics (notebook 00b) ---------------------------------------------------------------
+__all__ += ["plot_image_sets", "plot_sr_panels", "plot_metric_bars"]
+
+
+def _blank(ax) -> None:
+    """No ticks and no frame, but (unlike ``set_axis_off``) the y-label still shows."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def plot_image_sets(sets: Mapping[str, Mapping[str, Tensor]], size: float = 2.0, title: str | None = None):
+    """Thumbnail rows, one per image set: ``{set_label: {image_name: (3, H, W) in [0, 1]}}``.
+
+    The set label is the y-label of the row's first axis; each thumbnail is titled with its name and
+    ``W x H`` size. Shorter rows are padded with empty (hidden) axes.
+    """
+    if not sets or not all(sets.values()):
+        raise ValueError("plot_image_sets needs at least one set, each with at least one image")
+    cols = max(len(images) for images in sets.values())
+    fig, axes = _figure(len(sets), cols, size)
+    for row, (label, images) in zip(axes, sets.items()):
+        for ax in row[len(images):]:
+            ax.set_axis_off()
+        for ax, (name, img) in zip(row, images.items()):
+            ax.imshow(to_numpy_image(img))
+            ax.set_title(f"{name}\n{img.shape[-1]}x{img.shape[-2]}", fontsize=8)
+            _blank(ax)
+        row[0].set_ylabel(label, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_sr_panels(panels: Mapping[str, Tensor], cols: int | None = None, size: float = 3.0,
+                   boxes: Mapping[str, Sequence[int]] | None = None, interpolation: str = "nearest",
+                   title: str | None = None):
+    """Images of different resolutions at the same display size: ``{panel title: (3, H, W) in [0, 1]}``.
+
+    Panels use ``interpolation`` (default ``"nearest"``, so the pixels of an LR image show as
+    blocks). ``boxes`` maps a panel title to ``(top, left, height, width)`` in that panel's pixels,
+    drawn as a red rectangle (where a crop comes from); such overview panels are drawn with
+    ``"antialiased"`` interpolation since they are usually shown smaller than their size.
+    """
+    from matplotlib.patches import Rectangle
+
+    boxes = dict(boxes or {})
+    unknown = set(boxes) - set(panels)
+    if unknown:
+        raise ValueError(f"boxes name panels that do not exist: {sorted(unknown)}")
+    n = len(panels)
+    cols = cols or n
+    fig, axes = _figure(-(-n // cols), cols, size)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (label, img) in zip(axes.flat, panels.items()):
+        ax.imshow(to_numpy_image(img), interpolation="antialiased" if label in boxes else interpolation)
+        ax.set_title(label, fontsize=9)
+        if label in boxes:
+            top, left, h, w = boxes[label]
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor="red", linewidth=1.5))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_metric_bars(values: Mapping[str, Mapping[str, float]],
+                     reference: Mapping[str, Mapping[str, float]] | None = None, ylabel: str = "PSNR (dB)",
+                     reference_label: str = "reference", fmt: str = "{:.2f}", size: float = 4.0,
+                     title: str | None = None):
+    """Grouped bars ``{series: {group: value}}``: one group per inner key (e.g. a set), one bar per
+    series (e.g. a scale and protocol), each bar labelled with ``fmt`` (vertically, inside the bar, so
+    the tops stay free for the reference markers). A missing value leaves a gap; the legend sits below.
+
+    ``reference`` (same series and group keys; missing entries skipped) is drawn as black diamonds on
+    the matching bar positions, e.g. numbers a paper reports, with ``reference_label`` in the legend.
+    """
+    series = list(values)
+    if not series:
+        raise ValueError("plot_metric_bars needs at least one series")
+    groups = list(dict.fromkeys(g for s in series for g in values[s]))
+    fig, axes = _figure(1, 1, size)
+    ax = axes[0, 0]
+    fig.set_size_inches(max(size, 1.0 + 0.45 * len(groups) * len(series)), size)
+    width = 0.8 / len(series)
+    x = np.arange(len(groups))
+    ref_x, ref_y, handles = [], [], []
+    for i, s in enumerate(series):
+        xs = x + (i - (len(series) - 1) / 2) * width
+        keep = [j for j, g in enumerate(groups) if g in values[s]]
+        bars = ax.bar(xs[keep], [values[s][groups[j]] for j in keep], width, label=s)
+        handles.append(bars)
+        ax.bar_label(bars, labels=[fmt.format(values[s][groups[j]]) for j in keep], label_type="center",
+                     rotation=90, color="white", fontsize=8)
+        for j, g in enumerate(groups):
+            if reference and g in reference.get(s, {}):
+                ref_x.append(float(xs[j]))
+                ref_y.append(float(reference[s][g]))
+    if ref_x:
+        handles += ax.plot(ref_x, ref_y, linestyle="none", marker="D", color="black", markersize=5,
+                           label=reference_label)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.05)
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=2)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# --- reconstruction (notebook 01) ------------------------------------------------------------------
+__all__ += ["plot_reconstruction_grid", "plot_style_grid", "plot_loss_histories", "plot_question_bars"]
+
+
+def plot_reconstruction_grid(originals: Mapping[str, Tensor], rows: Mapping[str, Mapping[str, Tensor]],
+                             captions: Mapping[str, Mapping[str, str]] | None = None, size: float = 2.0,
+                             first_label: str = "original", title: str | None = None):
+    """Fig. 3 layout: one row per image, its original first, then one reconstruction per column.
+
+    ``originals``: ``{row: (3, H, W) or (1, 3, H, W) in [0, 1]}``; ``rows``: ``{row: {column: image}}``
+    (e.g. ``{"chelsea": {"relu2_2": ..., "relu3_3": ...}}``); ``captions[row][column]`` is added under
+    the column title (e.g. PSNR). Columns are the union of the rows' keys in order; gaps stay blank.
+    """
+    if not rows:
+        raise ValueError("plot_reconstruction_grid needs at least one row")
+    cols = list(dict.fromkeys(c for r in rows.values() for c in r))
+    fig, axes = _figure(len(rows), len(cols) + 1, size)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for r, (name, recs) in enumerate(rows.items()):
+        if name in originals:
+            axes[r, 0].imshow(to_numpy_image(originals[name]))
+            axes[r, 0].set_title(f"{name}: {first_label}", fontsize=8)
+        for c, col in enumerate(cols, start=1):
+            if col in recs:
+                axes[r, c].imshow(to_numpy_image(recs[col]))
+                cap = (captions or {}).get(name, {}).get(col)
+                axes[r, c].set_title(col + (f"\n{cap}" if cap else ""), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_style_grid(styles: Mapping[str, Tensor], rows: Mapping[str, Mapping[str, Tensor]],
+                    captions: Mapping[str, Mapping[str, str]] | None = None, size: float = 2.0,
+                    title: str | None = None):
+    """Fig. 4 layout: one row per painting (first column), then the images reconstructed from its Gram
+    matrices with growing layer sets, ``rows[painting][column label]``."""
+    return plot_reconstruction_grid(styles, rows, captions=captions, size=size, first_label="style", title=title)
+
+
+def plot_loss_histories(histories: Mapping[str, Sequence[float]], normalise: bool = True, log: bool = True,
+                        size: float = 4.0, title: str | None = None, ax=None):
+    """Loss per step, one line per run ``{label: [total per step]}``; with ``normalise`` each curve is
+    divided by its first value (runs of different layers have very different scales)."""
+    if ax is None:
+        fig, axes = _figure(1, 1, size)
+        fig.set_size_inches(size * 1.5, size)
+        ax = axes[0, 0]
+    fig = ax.figure
+    for label, h in histories.items():
+        h = np.asarray(h, dtype=float)
+        if normalise and h.size and h[0] != 0:
+            h = h / h[0]
+        ax.plot(np.arange(1, h.size + 1), h, label=label, linewidth=1.2)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("step (loss evaluation)")
+    ax.set_ylabel("loss / initial loss" if normalise else "loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_question_bars(rows: Sequence[Mapping], metrics: Sequence[str] = ("psnr", "ssim", "lpips"),
+                       group: str = "question", label: str = "run", size: float = 3.2, title: str | None = None):
+    """One panel per metric, horizontal bars per row, grouped (and coloured) by ``row[group]``.
+
+    ``rows``: dicts with ``group``, ``label`` and metric keys (e.g. from
+    :func:`perceptlib.experiments.result_row`); rows with a missing metric are skipped in that panel.
+    Each bar is labelled with its value; LPIPS gets "(lower is better)" in its title.
+    """
+    if not rows:
+        raise ValueError("plot_question_bars needs at least one row")
+    groups = list(dict.fromkeys(r[group] for r in rows))
+    colours = {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    fig, axes = _figure(1, len(metrics), size)
+    fig.set_size_inches(size * len(metrics) * 1.3, max(size, 0.28 * len(rows) + 1))
+    ylabels = [f"{r[group]}: {r[label]}" for r in rows]
+    y = np.arange(len(rows))[::-1]
+    for ax, m in zip(axes[0], metrics):
+        keep = [i for i, r in enumerate(rows) if r.get(m) is not None]
+        vals = [float(rows[i][m]) for i in keep]
+        bars = ax.barh(y[keep], vals, color=[colours[rows[i][group]] for i in keep])
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in vals], fontsize=7, padding=2)
+        ax.set_yticks(y, ylabels if ax is axes[0, 0] else [""] * len(rows), fontsize=7)
+        ax.set_title(m.upper() + (" (lower is better)" if m.lower() == "lpips" else ""), fontsize=9)
+        ax.margins(x=0.25)
+    if title:
+        fig.suptitle(title)
+    return fig
