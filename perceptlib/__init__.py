@@ -3,11 +3,18 @@
 The public API: :class:`LossNetwork` (frozen VGG-16 with named taps, :data:`LAYER_NAMES`), the
 paper's losses and :class:`PerceptualLoss`, and :func:`resolve_vgg16` for the offline weights.
 """
-from .config import MODES, default_device, resolve_mode
+from .config import (
+    MODES, PAPER_SR, PAPER_STYLE, SRConfig, StyleConfig, config_from_dict, default_device, differences, for_mode,
+    resolve_mode,
+)
 from .losses import (
     DISTANCES, PerceptualLoss, distance, feature_reconstruction_loss, gram_matrix, pixel_loss, style_loss,
     total_variation,
 )
+from .nets import SRNet, TransformerNet, count_parameters
+from .reconstruct import Reconstruction, ReconstructionError, init_image, reconstruct
+from .sr import histogram_match, load_sr, train_sr, upscale
+from .train import CheckpointError, History, TrainingDivergedError, load_checkpoint, load_model, train
 from .vgg import LAYER_NAMES, LossNetwork, layer_channels, min_input_size
 from .weights import WeightsError, WeightsInfo, resolve_vgg16
 
@@ -15,6 +22,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MODES", "default_device", "resolve_mode",
+    "SRConfig", "StyleConfig", "PAPER_SR", "PAPER_STYLE", "for_mode", "differences", "config_from_dict",
+    "SRNet", "TransformerNet", "count_parameters",
+    "reconstruct", "Reconstruction", "ReconstructionError", "init_image",
+    "train", "History", "TrainingDivergedError", "CheckpointError", "load_checkpoint", "load_model",
+    "train_sr", "upscale", "histogram_match", "load_sr",
     "DISTANCES", "PerceptualLoss", "distance", "feature_reconstruction_loss", "gram_matrix", "pixel_loss",
     "style_loss", "total_variation",
     "LAYER_NAMES", "LossNetwork", "layer_channels", "min_input_size",

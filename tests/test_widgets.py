@@ -1,0 +1,109 @@
+"""Headless widget tests: set control values, click Run, check the figure and the result follow them."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+from matplotlib.figure import Figure  # noqa: E402
+
+from perceptlib.experiments import square_image  # noqa: E402
+from perceptlib.widgets import TAP_OPTIONS, reconstruction_app, style_reconstruction_app  # noqa: E402
+
+from conftest import load_asset  # noqa: E402
+
+RANDOM = ("random-kaiming", "random-default")
+
+
+def titles(fig: Figure) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return {"chelsea": load_asset("chelsea", 32), "coffee": load_asset("coffee", 32)}
+
+
+def test_reconstruction_app_controls(images):
+    app = reconstruction_app(images, size=32, steps=3, network_options=RANDOM)
+    c = app.controls
+    assert app.manual_button.description == "Run" and "pl-run" in app.manual_button._dom_classes
+    assert [o[1] for o in c["layer1"].options][1:] == list(TAP_OPTIONS)
+    assert "conv3_3" in TAP_OPTIONS and "relu3_3" in TAP_OPTIONS and not any(n.startswith("pool") for n in TAP_OPTIONS)
+    assert "pl-layer" in c["layer1"]._dom_classes and "pl-weight" in c["weight2"]._dom_classes
+    assert list(c["distance"].options) == ["l2", "l1", "l1+l2"]
+    assert all(not c[k].continuous_update for k in ("weight1", "weight2", "weight3", "steps"))
+    assert app.result is None and app.last_run is None  # nothing runs before the click
+
+
+def test_reconstruction_app_run_follows_the_controls(images):
+    app = reconstruction_app(images, size=32, steps=3, layers=("relu2_2", "", ""), network_options=RANDOM)
+    app.manual_button.click()
+    assert isinstance(app.result, Figure)
+    first = app.last_run
+    assert first["spec"]["layers"] == [["relu2_2", 1.0]]
+    assert len(first["history"]) == 3 and any("relu2_2" in t for t in titles(app.result))
+
+    c = app.controls
+    c["image"].value = "coffee"
+    c["layer1"].value = "conv3_3"
+    c["layer2"].value = "relu1_2"
+    c["weight2"].value = 10.0
+    c["distance"].value = "l1"
+    c["steps"].value = 5
+    c["network"].value = "random-default"
+    app.manual_button.click()
+    res, fig = app.last_run, app.result
+    assert res is not first and isinstance(fig, Figure)
+    spec = res["spec"]
+    assert [tuple(x) for x in spec["layers"]] == [("conv3_3", 1.0), ("relu1_2", 10.0)]
+    assert (spec["image"], spec["distance"], spec["weights"], spec["steps"]) == ("coffee", "l1", "random-default", 5)
+    assert len(res["history"]) == 5 and res["image"].shape == (1, 3, 32, 32)
+    assert any("conv3_3" in t and "10*relu1_2" in t for t in titles(fig))
+    assert any("coffee" in t for t in titles(fig)) and not any("relu2_2" in t for t in titles(fig))
+    assert res["metrics"]["psnr"] > 0
+
+
+def test_reconstruction_app_without_layers_gives_no_result(images):
+    app = reconstruction_app(images, size=32, steps=2, layers=("", "", ""), network_options=RANDOM)
+    app.manual_button.click()  # the ValueError is swallowed (no kernel): no figure, no run
+    assert app.result is None and app.last_run is None
+
+
+def test_style_app_run_follows_the_controls():
+    from perceptlib.data import demo_image_paths
+
+    styles = {p.stem: square_image(p, 32) for p in demo_image_paths()[:2]}
+    app = style_reconstruction_app(styles, size=32, steps=2, network_options=("random-kaiming",))
+    c = app.controls
+    assert "pl-layer" in c["layers"]._dom_classes and c["layers"].value == ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    c["layers"].value = ("relu2_1", "relu1_1")
+    c["style"].value = list(styles)[1]
+    c["steps"].value = 4
+    app.manual_button.click()
+    res = app.last_run
+    assert isinstance(app.result, Figure)
+    assert [tuple(x)[0] for x in res["spec"]["layers"]] == ["relu1_1", "relu2_1"]  # network order
+    assert res["spec"]["task"] == "style" and res["spec"]["image"] == list(styles)[1]
+    assert len(res["history"]) == 4 and res["final"]["total"] < res["history"][0]
+    assert any("relu1_1+relu2_1" in t for t in titles(app.result))
+
+
+def test_reconstruction_plots_are_pure_and_labelled(images):
+    from perceptlib.plots import plot_loss_histories, plot_question_bars, plot_reconstruction_grid, plot_style_grid
+
+    x = images["chelsea"]
+    fig = plot_reconstruction_grid({"a": x, "b": x}, {"a": {"relu2_2": x, "relu4_3": x}, "b": {"relu4_3": x}},
+                                   captions={"a": {"relu2_2": "30.0 dB"}})
+    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    assert titles(fig) == ["a: original", "relu2_2\n30.0 dB", "relu4_3", "b: original", "relu4_3"]
+    assert titles(plot_style_grid({"s": x}, {"s": {"relu1_2": x}}))[0] == "s: style"
+    fig = plot_loss_histories({"relu2_2": [4.0, 2.0, 1.0]})
+    line = fig.axes[0].lines[0]
+    assert list(line.get_ydata()) == [1.0, 0.5, 0.25] and fig.axes[0].get_yscale() == "log"
+    rows = [{"question": "q1", "run": "conv3_3", "psnr": 22.0, "ssim": 0.5, "lpips": 0.1},
+            {"question": "q1", "run": "relu3_3", "psnr": 21.0, "ssim": 0.4, "lpips": None}]
+    fig = plot_question_bars(rows)
+    assert [ax.get_title() for ax in fig.axes] == ["PSNR", "SSIM", "LPIPS (lower is better)"]
+    assert len(fig.axes[0].patches) == 2 and len(fig.axes[2].patches) == 1  # the missing LPIPS is skipped
+    with pytest.raises(ValueError, match="at least one row"):
+        plot_question_bars([])
