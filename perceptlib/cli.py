@@ -47,10 +47,26 @@ def _sr_eval(args: argparse.Namespace) -> int:
         source = {"set": args.set, "set_label": info["label"], "standin": info["standin"]}
     else:
         paths, source = find_images(args.hr_dir), {"hr_dir": str(Path(args.hr_dir))}
-    scale = args.scale
-    res = evaluate_sr(paths, lambda lr: bicubic_upsample(lr, scale), scale, args.blur,
-                      use_lpips=not args.no_lpips, method=args.method, limit=args.limit)
+    method, scale, model_meta = args.method, args.scale or 4, None
+    upscale_fn = lambda lr: bicubic_upsample(lr, scale)  # noqa: E731
+    if args.model:
+        from .sr import load_sr, sr_upscale_fn
+
+        model = load_sr(args.model, device=_device(args.device))
+        if args.scale and args.scale != model.scale:
+            raise ValueError(f"--scale {args.scale} but the model {args.model} upscales x{model.scale}")
+        method, scale, upscale_fn = "model", model.scale, sr_upscale_fn(model, args.hist_match)
+        cfg = model.train_config or {}
+        model_meta = {"path": str(args.model), "step": model.train_step, "loss": cfg.get("loss"),
+                      "layers": cfg.get("layers"), "pixel_weight": cfg.get("pixel_weight"),
+                      "hist_match": bool(args.hist_match)}
+    elif args.hist_match:
+        raise ValueError("--hist-match needs --model")
+    res = evaluate_sr(paths, upscale_fn, scale, args.blur,
+                      use_lpips=not args.no_lpips, method=method, limit=args.limit)
     res["meta"].update(source)
+    if model_meta:
+        res["meta"]["model"] = model_meta
     m = res["meta"]
     if args.set:
         print(f"{m['set_label']}: {m['n_images']} images")
@@ -72,7 +88,13 @@ def _sr_eval(args: argparse.Namespace) -> int:
 def _add_sr_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sr-eval", help="evaluate super-resolution (PSNR/SSIM on Y, LPIPS) on a folder of HR images")
     p.add_argument("--method", choices=["bicubic"], default="bicubic", help="SR method (default bicubic)")
-    p.add_argument("--scale", type=int, choices=[2, 3, 4, 8], default=4, help="upscaling factor (default 4)")
+    p.add_argument("--scale", type=int, choices=[2, 3, 4, 8], default=None,
+                   help="upscaling factor (default 4, or the --model's)")
+    p.add_argument("--model", default=None, metavar="CKPT",
+                   help="evaluate a trained SR network (model.pt, checkpoint.pt or their folder); method 'model'")
+    p.add_argument("--hist-match", action="store_true",
+                   help="with --model: match the output's histogram to the LR input (the paper's post-processing)")
+    p.add_argument("--device", default="auto", help="device for --model: auto (cuda if available), cpu, cuda")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--hr-dir", help="folder of HR images (png/jpg/bmp/tif/webp)")
     src.add_argument("--set", choices=["set5", "set14", "bsd100"],
@@ -113,12 +135,120 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_data)
 
 
+def _device(name: str | None) -> str:
+    from .config import default_device
+
+    return str(default_device()) if name in (None, "", "auto") else name
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ("mode",)) -> None:
+    """One kebab-case flag per config field; help shows the quick/cpu defaults, the paper's value and the source."""
+    import dataclasses
+
+    from .config import for_mode, format_layers
+
+    paper = cls()
+    modes = {m: for_mode(paper, m) for m in ("quick", "cpu")}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        show = (lambda v: format_layers(v) or "''") if f.name.endswith("layers") else repr  # noqa: E731
+        vals = f"quick: {show(getattr(modes['quick'], f.name))}, cpu: {show(getattr(modes['cpu'], f.name))}, " \
+               f"paper: {show(getattr(paper, f.name))}"
+        help_ = f"{f.metadata.get('help', '')} ({vals}; source: {f.metadata.get('source', '?')})".replace("%", "%%")
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif f.name.endswith("layers"):
+            p.add_argument(flag, dest=f.name, default=None, metavar="L=W,...", help=help_)
+        else:
+            p.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=help_,
+                           choices=f.metadata.get("choices"))
+
+
+def _config_from_args(base, args: argparse.Namespace):
+    import dataclasses
+
+    from .config import for_mode, parse_layers
+
+    cfg = for_mode(base, args.mode)
+    changes = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(args, f.name, None)
+        if v is not None and f.name != "mode":
+            changes[f.name] = parse_layers(v) if f.name.endswith("layers") else v
+    return dataclasses.replace(cfg, **changes)
+
+
+def _train_sr(args: argparse.Namespace) -> int:
+    from .config import PAPER_SR, differences, format_layers
+    from .sr import train_sr
+
+    cfg = _config_from_args(PAPER_SR, args)
+    out = args.out or f"results/sr_x{cfg.scale}_{cfg.loss}"
+    device = _device(cfg.device)
+    terms = "l_pixel" if cfg.loss == "pixel" else f"l_feat[{format_layers(cfg.layers)}]" + (
+        f" + {cfg.pixel_weight:g} l_pixel" if cfg.pixel_weight else "")
+    print(f"train-sr x{cfg.scale}, loss {terms}, mode {cfg.mode}, device {device}: {cfg.steps} steps of "
+          f"{cfg.batch_size} x {cfg.patch_size}^2 HR patches -> {out}")
+    for name, paper, ours, reason in differences(cfg):
+        print(f"  {name}: paper {paper!r}, ours {ours!r} ({reason})")
+    hist = train_sr(cfg, out, resume=not args.no_resume, progress=not args.no_progress)
+    last = {k: v[-1] for k, v in hist.terms.items() if v and "/" not in k}
+    rate = hist.steps_run / hist.session_s if hist.session_s else float("nan")
+    print(f"step {hist.step[-1] if hist.step else 0}/{cfg.steps}; ran {hist.steps_run} steps this time; "
+          f"{hist.elapsed_s:.0f} s in all; last " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    print(f"wrote {out}/model.pt, checkpoint.pt, config.json, history.json"
+          + (f" ({rate:.3g} steps/s this time)" if hist.steps_run else ""))
+    return 0
+
+
+def _add_train_sr(sub: argparse._SubParsersAction) -> None:
+    from .config import MODES, SRConfig
+
+    p = sub.add_parser("train-sr", help="train the paper's SR network with l_pixel or l_feat (resumable)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="quick (seconds), cpu (the committed CPU run), paper (the paper's sizes; needs a GPU); "
+                        "default $PERCEPTLIB_MODE, else paper on CUDA and cpu otherwise")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default results/sr_x<scale>_<loss>)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if DIR holds a checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(p, SRConfig)
+    p.set_defaults(func=_train_sr)
+
+
+def _upscale(args: argparse.Namespace) -> int:
+    from .images import load_image, save_image
+    from .sr import load_sr, upscale
+
+    model = load_sr(args.model, device=_device(args.device))
+    lr = load_image(args.input)
+    sr = upscale(model, lr, hist_match=args.hist_match)
+    out = save_image(sr, args.output)
+    print(f"{args.input} {lr.shape[-1]}x{lr.shape[-2]} -> {out} {sr.shape[-1]}x{sr.shape[-2]} "
+          f"(x{model.scale}{', histogram-matched' if args.hist_match else ''})")
+    return 0
+
+
+def _add_upscale(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upscale", help="super-resolve an image with a trained SR network")
+    p.add_argument("--model", required=True, metavar="CKPT", help="model.pt, checkpoint.pt or their folder")
+    p.add_argument("input", metavar="IN", help="low-resolution input image")
+    p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...)")
+    p.add_argument("--hist-match", action="store_true",
+                   help="match the output's histogram to the input's (the paper's post-processing)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.set_defaults(func=_upscale)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perceptlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_weights(sub)
     _add_sr_eval(sub)
     _add_data(sub)
+    _add_train_sr(sub)
+    _add_upscale(sub)
     return parser
 
 

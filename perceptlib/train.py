@@ -1,0 +1,414 @@
+"""The one training loop shared by super-resolution and style transfer.
+
+``train(model, loss_fn, data, cfg, out_dir)`` runs Adam for ``cfg.steps`` steps on batches drawn by a
+seeded, index-based sampler (batch ``i`` is a pure function of ``(cfg.seed, i)``), checkpoints to
+``out_dir`` every ``cfg.checkpoint_every`` steps and resumes from there bit for bit on CPU. Files
+in ``out_dir`` (only the latest of each is kept; every write is atomic):
+
+- ``checkpoint.pt``: model, optimiser, step, RNG states, sampler position, config, history (resume);
+- ``model.pt``: the model weights with its class, hyper-parameters, config and step (small; what
+  :func:`load_model` and the ``upscale``/``stylize`` commands read);
+- ``config.json`` and ``history.json``: the same config and loss history as text.
+
+``cfg`` is any dataclass with ``steps``, ``batch_size``, ``lr``, ``seed``, ``checkpoint_every``,
+``log_every``, ``device``, ``amp`` and ``channels_last`` fields (:class:`perceptlib.config.SRConfig`,
+:class:`perceptlib.config.StyleConfig`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "History", "IndexSampler", "TrainingDivergedError", "CheckpointError", "train", "load_checkpoint",
+    "load_model", "CHECKPOINT", "MODEL_FILE",
+]
+
+CHECKPOINT = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+_FORMAT = "perceptlib-train"
+_VERSION = 1
+# config fields that may change between a run and its resumption
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mode", "eval_limit"}
+
+LossFn = Callable[[nn.Module, Any], "tuple[Tensor, Mapping[str, Tensor | float]]"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradients became NaN/inf; the last good checkpoint was left untouched."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not what was expected."""
+
+
+@dataclasses.dataclass
+class History:
+    """Loss history: ``step[k]`` and, per term, ``terms[name][k]``, the mean of that term over the
+    ``log_every`` steps ending at ``step[k]`` (as Python floats; the last entry of a run whose length
+    is not a multiple of ``log_every`` averages fewer steps, and a resumed run redoes it). ``elapsed_s`` is wall time spent
+    training over all sessions (not part of equality: compare ``step`` and ``terms``)."""
+
+    step: list[int] = dataclasses.field(default_factory=list)
+    terms: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    elapsed_s: float = dataclasses.field(default=0.0, compare=False)
+    steps_run: int = dataclasses.field(default=0, compare=False)  # steps done in this call
+    session_s: float = dataclasses.field(default=0.0, compare=False)  # wall time of this call
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def __getitem__(self, name: str) -> list[float]:
+        return self.terms[name]
+
+    def append(self, step: int, values: Mapping[str, float]) -> None:
+        for name in set(self.terms) | set(values):
+            col = self.terms.setdefault(name, [math.nan] * len(self.step))
+            col.append(float(values.get(name, math.nan)))
+        self.step.append(int(step))
+
+    def to_dict(self) -> dict:
+        return {"step": list(self.step), "terms": {k: list(v) for k, v in self.terms.items()},
+                "elapsed_s": self.elapsed_s}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "History":
+        return cls(list(d.get("step", [])), {k: list(v) for k, v in d.get("terms", {}).items()},
+                   float(d.get("elapsed_s", 0.0)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "History":
+        """Read ``history.json`` (or the history inside a checkpoint)."""
+        path = Path(path)
+        if path.suffix == ".json":
+            return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_dict(load_checkpoint(path)["history"])
+
+
+class IndexSampler:
+    """Infinite, seeded batches of dataset indices: batch ``i`` is ``perm_e[k % n]`` for the sample
+    numbers ``k = i * batch_size ... (i + 1) * batch_size - 1``, where ``e = k // n`` and ``perm_e`` is
+    ``numpy.random.default_rng((seed, e)).permutation(n)``. Its position is just the batch number,
+    so resuming needs no state beyond the step."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < 1 or batch_size < 1:
+            raise ValueError(f"need a non-empty dataset and batch_size >= 1, got n={n}, batch_size={batch_size}")
+        self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _epoch(self, e: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != e:
+            self._perm = (e, np.random.default_rng((self.seed, e)).permutation(self.n))
+        return self._perm[1]
+
+    def indices(self, batch: int) -> list[int]:
+        start = batch * self.batch_size
+        return [int(self._epoch(k // self.n)[k % self.n]) for k in range(start, start + self.batch_size)]
+
+    def state(self, batch: int) -> dict:
+        return {"kind": "IndexSampler", "n": self.n, "batch_size": self.batch_size, "seed": self.seed,
+                "next_batch": int(batch)}
+
+
+def _collate(items: list) -> Any:
+    return torch.utils.data.default_collate(items)
+
+
+def _to_device(batch: Any, device: torch.device, channels_last: bool) -> Any:
+    if isinstance(batch, Tensor):
+        batch = batch.to(device, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.dim() == 4 else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(b, device, channels_last) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
+    return batch
+
+
+def _config_dict(cfg: Any) -> dict:
+    if dataclasses.is_dataclass(cfg):
+        d = dataclasses.asdict(cfg)
+        d["_type"] = type(cfg).__name__
+        return json.loads(json.dumps(d))  # tuples -> lists: the form it has after a reload
+    if isinstance(cfg, Mapping):
+        return json.loads(json.dumps(dict(cfg)))
+    raise TypeError(f"cfg must be a dataclass or a mapping, got {type(cfg).__name__}")
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(obj, (str, bytes)):
+                f.write(obj.encode() if isinstance(obj, str) else obj)
+            else:
+                torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _model_record(model: nn.Module) -> dict:
+    return {"class": type(model).__name__, "hparams": dict(getattr(model, "hparams", {}) or {})}
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a ``checkpoint.pt`` or ``model.pt`` written by :func:`train` (on the CPU).
+
+    Raises :class:`CheckpointError` (a ValueError) naming the file when it is missing, is a folder
+    without a checkpoint, cannot be read, or is not a perceptlib training file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in (MODEL_FILE, CHECKPOINT):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise CheckpointError(f"no {MODEL_FILE} or {CHECKPOINT} in folder {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
+        raise CheckpointError(f"{path} is not a perceptlib training checkpoint (no '{_FORMAT}' format tag)")
+    if ckpt.get("version", 0) > _VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt['version']}; this perceptlib reads <= {_VERSION}")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, expect: str | None = None,
+               device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the network stored in a checkpoint (``model.pt``, ``checkpoint.pt`` or their folder),
+    in eval mode on ``device``. ``expect``: the class name it must be (e.g. ``"SRNet"``).
+    The checkpoint's config and step are attached as ``model.train_config`` / ``model.train_step``."""
+    from .nets import build_net
+
+    ckpt = load_checkpoint(path)
+    rec = ckpt.get("model_class") or {}
+    name = rec.get("class")
+    if expect is not None and name != expect:
+        raise CheckpointError(f"{ckpt['path']} holds a {name or 'unknown'} network, expected {expect}")
+    try:
+        model = build_net(name, rec.get("hparams", {}))
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt['path']}: cannot rebuild the {name} network: {str(e).splitlines()[0]}") from e
+    model.train_config = ckpt.get("config")  # type: ignore[assignment]
+    model.train_step = ckpt.get("step")  # type: ignore[assignment]
+    return model.to(device).eval()
+
+
+def _resolve_device(name: str | None) -> torch.device:
+    if name in (None, "", "auto"):
+        from .config import default_device
+
+        return default_device()
+    return torch.device(name)
+
+
+def _finite(values: Mapping[str, float]) -> bool:
+    return all(math.isfinite(v) for v in values.values())
+
+
+def _fmt_terms(values: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+
+
+def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg: Any,
+          out_dir: str | os.PathLike, resume: bool = True, progress: bool = True) -> History:
+    """Train ``model`` with Adam(``cfg.lr``) for ``cfg.steps`` steps; return the :class:`History`.
+
+    Args:
+        model: the network (trained in place; left in train mode on ``cfg.device``).
+        loss_fn: ``loss_fn(model, batch) -> (total, terms)``: the scalar to minimise and a dict of
+            named terms (tensors or floats) for logging. ``batch`` is ``default_collate`` of
+            ``cfg.batch_size`` dataset items, on the device (channels_last on CUDA when enabled).
+            An ``nn.Module`` loss is moved to the device too.
+        data: a map-style dataset; batches come from :class:`IndexSampler` ``(len(data),
+            cfg.batch_size, cfg.seed)``.
+        cfg: the config dataclass (module docstring); saved with every checkpoint.
+        out_dir: folder for ``checkpoint.pt``, ``model.pt``, ``config.json``, ``history.json``.
+        resume: continue from ``out_dir/checkpoint.pt`` when present (the config may differ only in
+            ``steps``, ``checkpoint_every``, ``device``, ``mode`` and ``eval_limit``, else ValueError); ``False``
+            starts afresh and overwrites.
+        progress: show a tqdm bar with the loss terms.
+
+    Raises :class:`TrainingDivergedError` when the loss, a term or a gradient is not finite: the
+    message names the step and the terms, and the last checkpoint is left as it was.
+    AMP (bf16 autocast) and channels_last apply only on CUDA (``cfg.amp``, ``cfg.channels_last``).
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _resolve_device(getattr(cfg, "device", "auto"))
+    cuda = device.type == "cuda"
+    use_amp = cuda and bool(getattr(cfg, "amp", False))
+    channels_last = cuda and bool(getattr(cfg, "channels_last", False))
+    steps, batch_size = int(cfg.steps), int(cfg.batch_size)
+    ckpt_every = max(1, int(getattr(cfg, "checkpoint_every", 1000)))
+    log_every = max(1, int(getattr(cfg, "log_every", 1)))
+    cfg_dict = _config_dict(cfg)
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.lr))
+    sampler = IndexSampler(len(data), batch_size, int(cfg.seed))
+    history, step, pending, pending_n = History(), 0, {}, 0
+    ckpt_path = out / CHECKPOINT
+
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        old = {k: v for k, v in ckpt["config"].items() if k not in _RESUMABLE_CHANGES}
+        new = {k: v for k, v in cfg_dict.items() if k not in _RESUMABLE_CHANGES}
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(f"cannot resume {ckpt_path}: the config differs in {diff} "
+                             f"(checkpoint: {[old.get(k) for k in diff]}, now: {[new.get(k) for k in diff]}); "
+                             "use another out_dir or resume=False")
+        if ckpt.get("model_class", {}).get("class") != type(model).__name__:
+            raise ValueError(f"cannot resume {ckpt_path}: it holds a {ckpt['model_class']['class']}, "
+                             f"not a {type(model).__name__}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+        history = History.from_dict(ckpt["history"])
+        pending, pending_n = dict(ckpt.get("pending", {})), int(ckpt.get("pending_n", 0))
+        if history.step and history.step[-1] % log_every:
+            # the run ended inside a log interval: that partial entry is redone from `pending`
+            history.step.pop()
+            for col in history.terms.values():
+                col.pop()
+        _set_rng_state(ckpt["rng"])
+        if step > steps:
+            warnings.warn(f"{ckpt_path} is already at step {step}, past cfg.steps={steps}; nothing to do",
+                          stacklevel=2)
+    else:
+        torch.manual_seed(int(cfg.seed))
+        np.random.seed(int(cfg.seed) % 2**32)
+        random.seed(int(cfg.seed))
+
+    def save(pending: dict, pending_n: int) -> None:
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never overwrite a good checkpoint with a broken model
+            raise TrainingDivergedError(f"non-finite parameters {bad[:3]} at step {step}; "
+                                        f"last good checkpoint: {ckpt_path} (left untouched)")
+        state = _cpu_state(model)
+        common = {"format": _FORMAT, "version": _VERSION, "step": step, "config": cfg_dict,
+                  "model_class": _model_record(model), "model": state}
+        _atomic_save({**common, "optimizer": optimizer.state_dict(), "rng": _rng_state(),
+                      "sampler": sampler.state(step), "history": history.to_dict(),
+                      "pending": dict(pending), "pending_n": pending_n}, ckpt_path)
+        _atomic_save(common, out / MODEL_FILE)
+        _atomic_save(json.dumps(cfg_dict, indent=2) + "\n", out / "config.json")
+        _atomic_save(json.dumps({**history.to_dict(), "last_step": step}) + "\n", out / "history.json")
+
+    model.train()
+    start_step, t0 = step, time.perf_counter()
+    elapsed0 = history.elapsed_s
+    bar = tqdm(total=steps, initial=step, disable=not progress, desc=f"train {type(model).__name__}",
+               dynamic_ncols=True)
+    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    try:
+        while step < steps:
+            batch = _collate([data[i] for i in sampler.indices(step)])
+            batch = _to_device(batch, device, channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            with amp_ctx():
+                total, terms = loss_fn(model, batch)
+            values = {k: float(v.detach().float()) if isinstance(v, Tensor) else float(v) for k, v in terms.items()}
+            values.setdefault("total", float(total.detach().float()))
+            if not (_finite(values) and math.isfinite(values["total"])):
+                raise TrainingDivergedError(
+                    f"non-finite loss at step {step + 1}: {_fmt_terms(values)}; stopped, last good checkpoint: "
+                    f"{ckpt_path if ckpt_path.is_file() else 'none yet'} (left untouched)")
+            total.backward()
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            gnorm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+            if not math.isfinite(gnorm):
+                raise TrainingDivergedError(
+                    f"non-finite gradient at step {step + 1} (loss terms {_fmt_terms(values)}); stopped, last good "
+                    f"checkpoint: {ckpt_path if ckpt_path.is_file() else 'none yet'} (left untouched)")
+            optimizer.step()
+            step += 1
+            values["grad_norm"] = gnorm
+            for k, v in values.items():
+                pending[k] = pending.get(k, 0.0) + v
+            pending_n += 1
+            partial = None
+            if step % log_every == 0 or step == steps:
+                history.append(step, {k: v / pending_n for k, v in pending.items()})
+                if step % log_every:  # a last, partial interval: keep its sums for a resumption
+                    partial = (dict(pending), pending_n)
+                pending, pending_n = {}, 0
+            history.elapsed_s = elapsed0 + time.perf_counter() - t0
+            bar.update(1)
+            if progress and (step % 5 == 0 or step == steps):
+                bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if "/" not in k}, refresh=False)
+            if step % ckpt_every == 0 or step == steps:
+                save(*(partial or (pending, pending_n)))
+    finally:
+        bar.close()
+    history.elapsed_s = elapsed0 + time.perf_counter() - t0
+    history.steps_run = step - start_step
+    history.session_s = time.perf_counter() - t0
+    if step == start_step and not ckpt_path.is_file():
+        save(pending, pending_n)
+    return history

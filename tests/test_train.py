@@ -1,0 +1,314 @@
+"""The shared training loop (exact resume, NaN stop, checkpoints), the SR glue and the train-sr/upscale CLI."""
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from perceptlib.cli import main
+from perceptlib.config import PAPER_SR, StyleConfig, for_mode
+from perceptlib.nets import SRNet, TransformerNet
+from perceptlib.sr import ImageCache, build_sr_data, build_sr_loss, histogram_match, load_sr, train_sr, upscale
+from perceptlib.train import (
+    CheckpointError, History, IndexSampler, TrainingDivergedError, load_checkpoint, load_model, train,
+)
+
+from conftest import load_asset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP waits on busy shared CPUs (7x faster measured here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+BASE = dataclasses.replace(
+    for_mode(PAPER_SR, "quick"), scale=2, patch_size=12, batch_size=2, steps=8, checkpoint_every=3, log_every=2,
+    loss="pixel", channels=4, blocks=1, device="cpu")
+
+
+class PairSet(torch.utils.data.Dataset):
+    """16 fixed (lr, hr) pairs: smooth random 12x12 HR images and their 2x2-mean LR."""
+
+    def __init__(self, n=16):
+        g = torch.Generator().manual_seed(0)
+        hr = torch.nn.functional.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=12, mode="bilinear")
+        self.hr, self.lr = hr, torch.nn.functional.avg_pool2d(hr, 2)
+
+    def __len__(self):
+        return len(self.hr)
+
+    def __getitem__(self, i):
+        return self.lr[i], self.hr[i]
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return SRNet(scale=2, channels=4, blocks=1)
+
+
+class Loss:
+    """The pixel loss, with optional faults: raise (a "kill") or return NaN at a given call."""
+
+    def __init__(self, cfg, kill_at=None, nan_at=None, on_nan=None):
+        self.inner, self.calls = build_sr_loss(cfg), 0
+        self.kill_at, self.nan_at, self.on_nan = kill_at, nan_at, on_nan
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        if self.calls == self.kill_at:
+            raise KeyboardInterrupt("killed")
+        assert not torch.is_autocast_enabled("cpu")  # never bf16 on the CPU
+        assert batch[0].is_contiguous()  # and no channels_last
+        total, terms = self.inner(model, batch)
+        if self.calls == self.nan_at:
+            if self.on_nan:
+                self.on_nan()
+            total = total * float("nan")
+            terms = {**terms, "pixel": total.detach()}
+        return total, terms
+
+
+def run(out, steps, model_seed=0, **faults):
+    cfg = dataclasses.replace(BASE, steps=steps)
+    model = tiny_model(model_seed)
+    return model, train(model, Loss(cfg, **faults), PairSet(), cfg, out, progress=False)
+
+
+def assert_same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_loss_decreases_on_a_tiny_problem(tmp_path):
+    cfg = dataclasses.replace(BASE, steps=24, lr=1e-2, log_every=1, checkpoint_every=100)
+    hist = train(tiny_model(), build_sr_loss(cfg), PairSet(), cfg, tmp_path, progress=False)
+    total = hist["total"]
+    assert len(total) == 24 and hist.step == list(range(1, 25))
+    assert np.mean(total[-5:]) < 0.6 * np.mean(total[:5])
+    assert hist["pixel"] == total and all(g > 0 for g in hist["grad_norm"])
+    assert (tmp_path / "checkpoint.pt").is_file()  # written at the end even with checkpoint_every > steps
+
+
+def test_resume_after_kill_is_bit_identical(tmp_path):
+    ref_model, ref_hist = run(tmp_path / "ref", 8)
+    # killed during step 6: the last checkpoint is at step 3 (with a half-filled log interval)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", 8, kill_at=6)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"] == 3
+    model, hist = run(tmp_path / "killed", 8, model_seed=123)  # a different init: the checkpoint must win
+    assert_same_state(model, ref_model)
+    assert hist == ref_hist and hist.step == [2, 4, 6, 8]
+    assert hist.steps_run == 5
+    a = load_checkpoint(tmp_path / "ref" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
+    for (ka, va), (kb, vb) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items()):
+        assert all(torch.equal(va[n], vb[n]) for n in va)
+    assert json.loads((tmp_path / "killed" / "history.json").read_text())["terms"] == ref_hist.terms
+
+
+def test_stop_then_continue_with_more_steps(tmp_path):
+    ref_model, ref_hist = run(tmp_path / "ref", 8)
+    _, first = run(tmp_path / "run", 3)  # stops inside a log interval (log_every=2)
+    assert first.step == [2, 3]
+    model, hist = run(tmp_path / "run", 8, model_seed=5)
+    assert_same_state(model, ref_model)
+    assert hist == ref_hist
+    # nothing left to do: returns the stored history without training
+    model, again = run(tmp_path / "run", 8, model_seed=5)
+    assert again == ref_hist and again.steps_run == 0
+    assert_same_state(model, ref_model)
+    with pytest.warns(UserWarning, match="past cfg.steps=6"):
+        run(tmp_path / "run", 6)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    run(tmp_path, 3)
+    cfg = dataclasses.replace(BASE, lr=5e-3)
+    with pytest.raises(ValueError, match=r"config differs in \['lr'\]"):
+        train(tiny_model(), build_sr_loss(cfg), PairSet(), cfg, tmp_path, progress=False)
+    # resume=False starts afresh
+    hist = train(tiny_model(), build_sr_loss(cfg), PairSet(), cfg, tmp_path, resume=False, progress=False)
+    assert hist.step == [2, 4, 6, 8] and load_checkpoint(tmp_path / "checkpoint.pt")["config"]["lr"] == 5e-3
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    snapshot = {}
+
+    def grab():
+        snapshot["ckpt"] = (tmp_path / "checkpoint.pt").read_bytes()
+        snapshot["model"] = (tmp_path / "model.pt").read_bytes()
+
+    with pytest.raises(TrainingDivergedError, match=r"non-finite loss at step 5: .*pixel=nan.*left untouched"):
+        run(tmp_path, 8, nan_at=5, on_nan=grab)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == snapshot["ckpt"]
+    assert (tmp_path / "model.pt").read_bytes() == snapshot["model"]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_non_finite_gradient_stops(tmp_path):
+    cfg = dataclasses.replace(BASE, steps=4)
+    model = tiny_model()
+    model.tail.weight.register_hook(lambda g: g * float("inf"))
+    with pytest.raises(TrainingDivergedError, match=r"non-finite gradient at step 1 .*last good checkpoint: none"):
+        train(model, build_sr_loss(cfg), PairSet(), cfg, tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_index_sampler_epochs_are_permutations():
+    s = IndexSampler(10, 4, seed=3)
+    first = [i for b in range(5) for i in s.indices(b)]  # 20 samples = two epochs
+    assert sorted(first[:10]) == list(range(10)) and sorted(first[10:]) == list(range(10))
+    assert first[:10] != first[10:]
+    assert IndexSampler(10, 4, seed=3).indices(3) == s.indices(3)  # pure function of (seed, batch)
+    assert IndexSampler(10, 4, seed=4).indices(0) != s.indices(0)
+    with pytest.raises(ValueError):
+        IndexSampler(0, 4, 0)
+
+
+def test_style_network_uses_the_same_loop(tmp_path):
+    cfg = dataclasses.replace(for_mode(StyleConfig(), "quick"), image_size=8, steps=2, batch_size=2,
+                              checkpoint_every=1, channels=2, device="cpu")
+    images = torch.rand(4, 3, 8, 8)
+
+    def loss_fn(model, batch):
+        out = model(batch)
+        total = (out - batch).square().mean()
+        return total, {"content": total.detach()}
+
+    torch.manual_seed(0)
+    hist = train(TransformerNet(channels=2), loss_fn, images, cfg, tmp_path, progress=False)
+    assert hist.step == [1, 2] and set(hist.terms) == {"content", "total", "grad_norm"}
+    net = load_model(tmp_path, expect="TransformerNet")
+    assert net.train_step == 2 and net.train_config["_type"] == "StyleConfig" and not net.training
+    with pytest.raises(CheckpointError, match="holds a TransformerNet network, expected SRNet"):
+        load_sr(tmp_path / "model.pt")
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_sr(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="no model.pt or checkpoint.pt in folder"):
+        load_sr(tmp_path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_sr(tmp_path / "junk.pt")
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a perceptlib training checkpoint"):
+        load_sr(tmp_path / "other.pt")
+    run(tmp_path / "ok", 1)
+    ckpt = torch.load(tmp_path / "ok" / "model.pt", weights_only=True)
+    ckpt["model"]["tail.weight"] = torch.zeros(1)
+    torch.save(ckpt, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="cannot rebuild the SRNet"):
+        load_sr(tmp_path / "broken.pt")
+
+
+def test_histogram_match_synthetic():
+    torch.manual_seed(0)
+    lr = torch.rand(3, 8, 8)
+    hr_like = torch.nn.functional.interpolate(lr[None], scale_factor=4, mode="nearest")[0]
+    # a monotone distortion of each channel (different per channel) is undone exactly
+    distorted = torch.stack([hr_like[0] * 0.5 + 0.1, hr_like[1].pow(2), 1 - (1 - hr_like[2]) * 0.3])
+    torch.testing.assert_close(histogram_match(distorted, lr), hr_like)
+    # output values come from lr's distribution; order and ties are kept
+    sr = torch.rand(3, 32, 32).mul(8).round() / 8
+    out = histogram_match(sr, lr)
+    for c in range(3):
+        s, o = sr[c].flatten(), out[c].flatten()
+        order = torch.argsort(s)
+        assert torch.all(torch.diff(o[order]) >= 0)
+        same = s[:, None] == s[None, :]
+        assert torch.all((o[:, None] == o[None, :])[same])
+        assert lr[c].min() <= o.min() and o.max() <= lr[c].max()
+    # batched, and matching an image to itself is the identity
+    torch.testing.assert_close(histogram_match(torch.stack([lr, lr]), torch.stack([lr, lr])), torch.stack([lr, lr]))
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        histogram_match(torch.rand(2, 3, 4, 4), torch.rand(1, 3, 2, 2))
+
+
+def test_upscale_shapes_and_hist_match():
+    model = SRNet(scale=4, channels=4, blocks=1)
+    lr = torch.rand(3, 6, 7)
+    sr = upscale(model, lr)
+    assert sr.shape == (3, 24, 28) and model.training  # mode restored
+    matched = upscale(model, lr, hist_match=True)
+    torch.testing.assert_close(torch.sort(matched[0].flatten()).values[::16].mean(), lr[0].mean(), atol=0.05,
+                               rtol=0)
+    assert upscale(model, lr[None]).shape == (1, 3, 24, 28)
+    with pytest.raises(ValueError, match=r"\(3, h, w\)"):
+        upscale(model, torch.rand(6, 7))
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name in ("chelsea", "coffee"):
+        arr = (load_asset(name, 64)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(d / f"{name}.png")
+    return d
+
+
+def test_image_cache_gives_identical_patches(photo_dir):
+    cfg = dataclasses.replace(for_mode(PAPER_SR, "quick"), patch_size=32, train_set=str(photo_dir))
+    cached, plain = build_sr_data(cfg), build_sr_data(cfg, cache=False)
+    assert isinstance(cached.items, ImageCache) and len(cached) == 2 * cfg.patches_per_image
+    for i in (0, 1, 7, 1999):
+        for a, b in zip(cached[i], plain[i]):
+            assert torch.equal(a, b)
+
+
+def test_train_sr_feat_with_real_vgg(tmp_path, photo_dir, real_weights):
+    cfg = dataclasses.replace(for_mode(PAPER_SR, "quick"), patch_size=32, steps=2, checkpoint_every=1,
+                              vgg_weights="torchvision", pixel_weight=0.5, channels=8, blocks=1,
+                              train_set=str(photo_dir), device="cpu")
+    hist = train_sr(cfg, tmp_path, loss="feat", progress=False)
+    assert {"feat", "feat/relu2_2", "pixel", "total"} <= set(hist.terms)
+    np.testing.assert_allclose(np.add(hist["feat"], hist["pixel"]), hist["total"], rtol=1e-5)
+    model = load_sr(tmp_path)
+    assert model.scale == 4 and model.train_config["loss"] == "feat" and model.train_step == 2
+    assert History.load(tmp_path / "history.json") == hist
+
+
+def test_cli_train_upscale_eval(tmp_path, photo_dir, capsys):
+    out = tmp_path / "run"
+    args = ["train-sr", "--mode", "quick", "--loss", "pixel", "--steps", "2", "--train-set", str(photo_dir),
+            "--out", str(out), "--no-progress", "--device", "cpu", "--channels", "8"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "loss l_pixel, mode quick" in text and "patch_size: paper 288, ours 48" in text
+    assert "step 2/2" in text and "steps/s this time" in text
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["steps"] == 2 and cfg["channels"] == 8 and cfg["loss"] == "pixel"
+    # upscale an image file
+    lr_path, sr_path = tmp_path / "lr.png", tmp_path / "sr.png"
+    Image.new("RGB", (10, 6), (200, 30, 90)).save(lr_path)
+    assert main(["upscale", "--model", str(out / "model.pt"), str(lr_path), str(sr_path), "--device", "cpu"]) == 0
+    assert Image.open(sr_path).size == (40, 24)
+    assert main(["upscale", "--model", str(out), str(lr_path), str(tmp_path / "m.png"), "--hist-match"]) == 0
+    # sr-eval with the model
+    js = tmp_path / "eval.json"
+    assert main(["sr-eval", "--model", str(out), "--hr-dir", str(photo_dir), "--no-lpips", "--json", str(js),
+                 "--device", "cpu"]) == 0
+    res = json.loads(js.read_text())
+    assert res["meta"]["method"] == "model" and res["meta"]["scale"] == 4
+    assert res["meta"]["model"]["loss"] == "pixel" and res["meta"]["model"]["step"] == 2
+    assert len(res["images"]) == 2 and all(np.isfinite(r["psnr"]) for r in res["images"])
+    capsys.readouterr()
+    assert main(["sr-eval", "--model", str(out), "--scale", "8", "--hr-dir", str(photo_dir), "--no-lpips"]) == 1
+    assert "upscales x4" in capsys.readouterr().err
+    assert main(["upscale", "--model", str(tmp_path / "nope.pt"), str(lr_path), str(sr_path)]) == 1
+    assert "checkpoint not found" in capsys.readouterr().err
+    # resuming with a changed architecture is refused with a one-line error
+    assert main(args[:-2] + ["--channels", "16"]) == 1
+    assert "config differs in ['channels']" in capsys.readouterr().err
+    shutil.rmtree(out)
