@@ -5,13 +5,7 @@ from torch import nn
 from perceptlib.nets import ResidualBlock, SRNet, TransformerNet, build_net, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP waits on busy shared CPUs (7x faster measured here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv(cin, cout, k):  # weights + bias
