@@ -40,7 +40,6 @@ __all__ = [
 
 SET_NAMES = ("train", "set5", "set14", "bsd100", "styles", "content")
 EVAL_SETS = ("set5", "set14", "bsd100")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 _ASSETS = Path(__file__).parent / "assets"
 
 
@@ -223,12 +222,15 @@ def _env_folder(name: str) -> Path | None:
 
 
 def _folder_images(folder: Path, what: str) -> list[Path]:
-    if not folder.is_dir():
-        raise DataMissingError(f"{what}: {folder} is not a folder")
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    if not paths:
-        raise DataMissingError(f"{what}: no images ({', '.join(IMAGE_EXTS)}) directly in {folder}")
-    return paths
+    """:func:`perceptlib.images.find_images`, with its errors as :class:`DataMissingError` naming the set."""
+    from .images import IMAGE_EXTENSIONS, find_images
+
+    try:
+        return find_images(folder)
+    except FileNotFoundError:
+        raise DataMissingError(f"{what}: {folder} is not a folder") from None
+    except ValueError:
+        raise DataMissingError(f"{what}: no images ({', '.join(IMAGE_EXTENSIONS)}) directly in {folder}") from None
 
 
 def _expected_names(name: str) -> list[str]:

@@ -168,6 +168,11 @@ class PerceptualLoss(nn.Module):
         if target is not None and self.layers:
             self._target = self._features(target, self.layers)
 
+    @property
+    def target_image(self) -> Tensor | None:
+        """The fixed target cached by :meth:`set_target` ``(N, 3, H, W)``, or ``None``."""
+        return self._target_image
+
     def forward(self, pred: Tensor, target: Tensor | None = None, return_terms: bool = False
                 ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         needs_target = bool(self.layers) or bool(self.pixel_weight)

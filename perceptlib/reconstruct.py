@@ -153,7 +153,7 @@ def reconstruct(loss, steps: int, optimizer: str = "lbfgs", init: str | Tensor =
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     device = torch.device(device) if device is not None else _device_of(loss)
-    target = getattr(loss, "_target_image", None)
+    target = loss.target_image
     want = _size(size) if size is not None else (tuple(target.shape[-2:]) if target is not None else None)
     if isinstance(init, Tensor):
         x0 = init.detach().float()
