@@ -1,0 +1,110 @@
+"""The notebooks' widgets, one entry each: shared by the kernel-level tests (test_widgets_kernel.py, nbclient)
+and the browser tests (browser/test_lab.py, JupyterLab in headless Chromium).
+
+Every app is a ``perceptlib.widgets`` factory's ``ipywidgets.interactive`` with a Run button: ``app.controls``
+(name -> widget, each with a ``pl-*`` CSS class), ``app.manual_button`` (``pl-run``), ``app.out`` (the Output
+widget that shows the figure), ``app.result`` (the Figure) and ``app.last_run`` (the result dict).
+
+To add a widget (e.g. notebook 02's or 03's): append a :class:`WidgetCase` to ``CASES``: the notebook, the kernel
+name of the app object after the notebook ran, the source line of the cell that displays it, the control values
+to set (kernel test) and the same change made through the real controls (browser test), and what the result must
+then say. Nothing else needs to change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class UI:
+    """One action on a real control inside the app (browser test).
+
+    ``kind``: ``"select"`` (a Dropdown: pick the option labelled ``value``), ``"select_multiple"`` (a
+    SelectMultiple: exactly the options labelled ``value``, a tuple), ``"slider"`` (focus the handle and press
+    ArrowRight ``value`` times, ArrowLeft if negative; one press = one ``step``). ``css`` is the control's
+    ``pl-*`` class, ``nth`` which of the app's controls with that class (in the factory's order), ``readout``
+    the slider's readout text expected afterwards.
+    """
+
+    kind: str
+    css: str
+    value: object
+    nth: int = 0
+    readout: str | None = None
+
+
+@dataclass(frozen=True)
+class WidgetCase:
+    id: str
+    notebook: str  # under notebooks/
+    factory: str  # the perceptlib.widgets factory that built the app
+    app: str  # kernel expression for the app object once the notebook has run
+    cell: str  # a line of the code cell whose output shows the app (unique in the notebook)
+    changes: dict  # kernel test: control name -> value, set before clicking Run
+    ui: tuple[UI, ...]  # browser test: the same kind of change through the real controls
+    label: str  # kernel test: app.last_run["label"] after the run
+    ui_label: str  # browser test: app.last_run["label"] after the browser's run
+    # loss terms app.last_run["final"] must hold after the run, term -> weight; with ``total_term`` the
+    # weighted sum of the terms must equal final[total_term] (so the weight demonstrably entered the loss)
+    terms: dict = field(default_factory=dict)
+    ui_terms: dict = field(default_factory=dict)
+    total_term: str | None = None
+    absent_terms: tuple[str, ...] = ()  # terms of the previous run that must be gone
+    spec: dict = field(default_factory=dict)  # kernel test: items app.last_run["spec"] must have
+    steps: int | None = None  # kernel test: len(app.last_run["history"])
+    screenshot: str | None = None  # gallery name for the browser test's before/after screenshots
+
+
+CASES: list[WidgetCase] = [
+    WidgetCase(
+        id="01-reconstruction",
+        notebook="01_feature_and_style_reconstruction.ipynb",
+        factory="reconstruction_app",
+        app="app",
+        cell="app = reconstruction_app(",
+        # after Run All the notebook itself left layer 1 = conv3_3 with distance l1 (its "driven from code" cell)
+        changes={"layer1": "relu2_2", "layer2": "relu1_2", "weight2": 10.0, "distance": "l1+l2", "image": "coffee",
+                 "steps": 3},
+        ui=(UI("select", "pl-layer", "relu2_2", nth=0), UI("select", "pl-layer", "relu1_2", nth=1),
+            UI("slider", "pl-weight", 4, nth=1, readout="10.0")),
+        label="1*relu2_2+10*relu1_2 [l1+l2]",
+        ui_label="1*relu2_2+10*relu1_2 [l1]",
+        terms={"feat/relu2_2": 1.0, "feat/relu1_2": 10.0},
+        ui_terms={"feat/relu2_2": 1.0, "feat/relu1_2": 10.0},
+        total_term="feat",
+        absent_terms=("feat/conv3_3",),
+        spec={"image": "coffee", "distance": "l1+l2", "steps": 3, "layers": [["relu2_2", 1.0], ["relu1_2", 10.0]]},
+        steps=3,
+        screenshot="01_reconstruction_app",
+    ),
+    WidgetCase(
+        id="01-style",
+        notebook="01_feature_and_style_reconstruction.ipynb",
+        factory="style_reconstruction_app",
+        app="style_app",
+        cell="style_app = style_reconstruction_app(",
+        changes={"layers": ("relu2_1", "relu1_1"), "steps": 4, "init": "grey"},
+        ui=(UI("select_multiple", "pl-layer", ("relu1_1", "relu2_1")),),
+        label="relu1_1+relu2_1",
+        ui_label="relu1_1+relu2_1 [noise]",
+        terms={"style/relu1_1": 1.0, "style/relu2_1": 1.0},
+        ui_terms={"style/relu1_1": 1.0, "style/relu2_1": 1.0},
+        total_term="style",
+        absent_terms=("style/relu3_3",),
+        spec={"task": "style", "init": "grey", "steps": 4, "layers": [["relu1_1", 1.0], ["relu2_1", 1.0]]},
+        steps=4,
+        screenshot="01_style_app",
+    ),
+]
+
+
+def notebooks_with_widgets() -> list[str]:
+    return list(dict.fromkeys(c.notebook for c in CASES))
+
+
+def cases_for(notebook: str) -> list[WidgetCase]:
+    return [c for c in CASES if c.notebook == notebook]
