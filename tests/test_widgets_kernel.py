@@ -11,8 +11,6 @@ The widgets are listed in widget_cases.py; ``pytest -k 01-style`` picks one.
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 
 import pytest
@@ -21,7 +19,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipywidgets")
 
-from widget_cases import CASES, NOTEBOOKS, WidgetCase  # noqa: E402
+from widget_cases import CASES, KEY_FIGURES, NOTEBOOKS, WidgetCase, check_terms  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -115,18 +113,6 @@ def images(probe: dict) -> list[str]:
     return [o["image_md5"] for o in probe["outputs"] if o["image_md5"]]
 
 
-def check_terms(final: dict, terms: dict, total_term: str | None, absent: tuple = ()):
-    """The loss terms name the chosen layers and the weights entered the total: total = sum(w * term)."""
-    assert final, "the run reported no loss terms"
-    missing = [t for t in terms if t not in final]
-    assert not missing, f"loss terms {missing} missing from {final}"
-    assert not [t for t in absent if t in final], f"terms of the previous run {absent} still in {final}"
-    if total_term:
-        weighted = sum(w * final[t] for t, w in terms.items())
-        assert math.isclose(final[total_term], weighted, rel_tol=2e-4), (
-            f"{total_term} = {final[total_term]} but sum(weight * term) = {weighted} for {terms}: {final}")
-
-
 def test_registry_names_existing_notebooks_cells_and_factories():
     import perceptlib.widgets as widgets
 
@@ -137,6 +123,13 @@ def test_registry_names_existing_notebooks_cells_and_factories():
         assert len(hits) == 1, f"{c.id}: {c.cell!r} is in {len(hits)} code cells of {c.notebook}, want 1"
         assert c.factory + "(" in hits[0].source and callable(getattr(widgets, c.factory))
         assert set(c.changes) and all(u.css.startswith("pl-") for u in c.ui)
+    assert len({f.name for f in KEY_FIGURES}) == len(KEY_FIGURES)
+    for f in KEY_FIGURES:  # the browser test's gallery figures: the cells exist and have images saved
+        nb = nbformat.read(NOTEBOOKS / f.notebook, as_version=4)
+        hits = [cell for cell in nb.cells if cell.cell_type == "code" and f.cell in cell.source]
+        assert len(hits) == 1, f"{f.name}: {f.cell!r} is in {len(hits)} code cells of {f.notebook}, want 1"
+        n_images = sum(k.startswith("image/") for o in hits[0].get("outputs", []) for k in o.get("data", {}))
+        assert n_images > f.nth, f"{f.name}: the committed cell has {n_images} images"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

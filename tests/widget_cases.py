@@ -12,6 +12,7 @@ then say. Nothing else needs to change.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,3 +109,41 @@ def notebooks_with_widgets() -> list[str]:
 
 def cases_for(notebook: str) -> list[WidgetCase]:
     return [c for c in CASES if c.notebook == notebook]
+
+
+def check_terms(final: dict, terms: dict, total_term: str | None, absent: tuple = ()):
+    """The loss terms name the chosen layers and the weights entered the total: total = sum(w * term)."""
+    assert final, "the run reported no loss terms"
+    missing = [t for t in terms if t not in final]
+    assert not missing, f"loss terms {missing} missing from {final}"
+    assert not [t for t in absent if t in final], f"terms of the previous run {absent} still in {final}"
+    if total_term:
+        weighted = sum(w * final[t] for t, w in terms.items())
+        assert math.isclose(final[total_term], weighted, rel_tol=2e-4), (
+            f"{total_term} = {final[total_term]} but sum(weight * term) = {weighted} for {terms}: {final}")
+
+
+@dataclass(frozen=True)
+class KeyFigure:
+    """A committed figure the browser tests open in JupyterLab (saved outputs, nothing executed), check that
+    it renders and screenshot it for the README's gallery (docs/gallery/<name>.png)."""
+
+    notebook: str
+    cell: str  # a line of the code cell that draws it (unique in the notebook)
+    name: str
+    caption: str
+    nth: int = 0  # which image of that cell's outputs
+
+
+KEY_FIGURES: list[KeyFigure] = [
+    KeyFigure("00_quickstart.ipynb", "fig = plot_loss_table(", "00_loss_table",
+              "00 · which VGG-16 layer notices which distortion"),
+    KeyFigure("00b_data_and_metrics.ipynb", "fig = plot_metric_bars(", "00b_bicubic_baseline",
+              "00b · bicubic baseline PSNR on the stand-in sets vs the paper"),
+    KeyFigure("01_feature_and_style_reconstruction.ipynb", "fig3 = {p: {s.label: runs[s]", "01_fig3_feature_reconstruction",
+              "01 · Fig. 3: feature reconstruction from one layer"),
+    KeyFigure("01_feature_and_style_reconstruction.ipynb", "fig4 = {s: {", "01_fig4_style_reconstruction",
+              "01 · Fig. 4: style reconstruction from Gram matrices"),
+    KeyFigure("02_super_resolution.ipynb", "histogram_match(", "02_sr_x4",
+              "02 · ×4 super-resolution: bicubic, ℓ_pixel, ℓ_feat"),
+]
