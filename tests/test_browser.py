@@ -353,6 +353,7 @@ def test_widgets_in_jupyterlab(notebook, lab, page):
             # the run the kernel made (and drew) is the one the controls ask for
             run = lab.kernel_eval(notebook, f"{{k: {case.app}.last_run[k] for k in ('label', 'final', 'spec')}}")
             assert run["label"] == case.ui_label, f"{case.id}: ran {run['label']!r}, want {case.ui_label!r}"
+            assert {k: run["spec"].get(k) for k in case.ui_spec} == case.ui_spec, f"{case.id}: spec {run['spec']}"
             check_terms(run["final"], case.ui_terms, case.total_term, case.absent_terms)
             shot(app, f"{case.screenshot or case.id}_after", gallery_width=560)
             timings.append(f"{case.id} {time.perf_counter() - t1:.1f} s")

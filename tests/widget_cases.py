@@ -56,6 +56,7 @@ class WidgetCase:
     total_term: str | None = None
     absent_terms: tuple[str, ...] = ()  # terms of the previous run that must be gone
     spec: dict = field(default_factory=dict)  # kernel test: items app.last_run["spec"] must have
+    ui_spec: dict = field(default_factory=dict)  # browser test: the same
     steps: int | None = None  # kernel test: len(app.last_run["history"])
     screenshot: str | None = None  # gallery name for the browser test's before/after screenshots
 
@@ -71,7 +72,7 @@ CASES: list[WidgetCase] = [
         changes={"layer1": "relu2_2", "layer2": "relu1_2", "weight2": 10.0, "distance": "l1+l2", "image": "coffee",
                  "steps": 3},
         ui=(UI("select", "pl-layer", "relu2_2", nth=0), UI("select", "pl-layer", "relu1_2", nth=1),
-            UI("slider", "pl-weight", 4, nth=1, readout="10.0")),
+            UI("slider", "pl-weight", 4, nth=1, readout="10.0")),  # 4 steps of 10^0.25: 1 -> 10
         label="1*relu2_2+10*relu1_2 [l1+l2]",
         ui_label="1*relu2_2+10*relu1_2 [l1]",
         terms={"feat/relu2_2": 1.0, "feat/relu1_2": 10.0},
@@ -79,6 +80,7 @@ CASES: list[WidgetCase] = [
         total_term="feat",
         absent_terms=("feat/conv3_3",),
         spec={"image": "coffee", "distance": "l1+l2", "steps": 3, "layers": [["relu2_2", 1.0], ["relu1_2", 10.0]]},
+        ui_spec={"distance": "l1", "layers": [["relu2_2", 1.0], ["relu1_2", 10.0]]},
         steps=3,
         screenshot="01_reconstruction_app",
     ),
@@ -89,7 +91,8 @@ CASES: list[WidgetCase] = [
         app="style_app",
         cell="style_app = style_reconstruction_app(",
         changes={"layers": ("relu2_1", "relu1_1"), "steps": 4, "init": "grey"},
-        ui=(UI("select_multiple", "pl-layer", ("relu1_1", "relu2_1")),),
+        ui=(UI("select_multiple", "pl-layer", ("relu1_1", "relu2_1")),
+            UI("slider", "pl-steps", 40, readout="50")),  # quick mode's 10 steps + 40
         label="relu1_1+relu2_1",
         ui_label="relu1_1+relu2_1 [noise]",
         terms={"style/relu1_1": 1.0, "style/relu2_1": 1.0},
@@ -97,6 +100,7 @@ CASES: list[WidgetCase] = [
         total_term="style",
         absent_terms=("style/relu3_3",),
         spec={"task": "style", "init": "grey", "steps": 4, "layers": [["relu1_1", 1.0], ["relu2_1", 1.0]]},
+        ui_spec={"task": "style", "init": "noise", "steps": 50, "layers": [["relu1_1", 1.0], ["relu2_1", 1.0]]},
         steps=4,
         screenshot="01_style_app",
     ),
