@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -42,8 +41,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-dev-shm-usage"]
 HOW_TO = ("browser tests need Debian's chromium and playwright: `sudo apt-get install chromium` and "
           "`pip install -c constraints.txt playwright`, or run `bash scripts/test.sh`, which installs both")
-RUN_ALL_TIMEOUT_MS = 300_000  # Run All of a quick-mode notebook on 2 busy cores
-RUN_TIMEOUT_MS = 120_000  # one click on Run (quick sizes)
+RUN_ALL_TIMEOUT_MS = 180_000  # Run All of a quick-mode notebook on 2 busy cores
+RUN_TIMEOUT_MS = 90_000  # one click on Run (quick sizes)
 
 
 def chromium_path() -> str | None:
@@ -320,7 +319,7 @@ def act(app, ui: UI):
         expect(control.locator(".widget-readout")).to_have_text(ui.readout)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(300)  # ~20 s here; includes the server start for the first test
 @pytest.mark.parametrize("notebook", notebooks_with_widgets())
 def test_widgets_in_jupyterlab(notebook, lab, page):
     from playwright.sync_api import expect
@@ -333,7 +332,7 @@ def test_widgets_in_jupyterlab(notebook, lab, page):
         t_run_all = time.perf_counter()
     timings = [f"open {t_open - t0:.1f} s", f"Run All {t_run_all - t_open:.1f} s"]
     for case in cases_for(notebook):
-        app = code_cell(page, case.cell).locator(".widget-interact")
+        app = code_cell(page, case.cell).locator(case.container)
         with screenshots_on_failure(page, case.id, lab, app):
             t1 = time.perf_counter()
             expect(app).to_have_count(1)
@@ -351,16 +350,19 @@ def test_widgets_in_jupyterlab(notebook, lab, page):
                 "\n".join(app.locator(".widget-output").all_inner_texts())[-3000:]
             expect(img).to_have_count(1)
             # the run the kernel made (and drew) is the one the controls ask for
-            run = lab.kernel_eval(notebook, f"{{k: {case.app}.last_run[k] for k in ('label', 'final', 'spec')}}")
-            assert run["label"] == case.ui_label, f"{case.id}: ran {run['label']!r}, want {case.ui_label!r}"
-            assert {k: run["spec"].get(k) for k in case.ui_spec} == case.ui_spec, f"{case.id}: spec {run['spec']}"
-            check_terms(run["final"], case.ui_terms, case.total_term, case.absent_terms)
+            run = lab.kernel_eval(notebook, f"{{k: ({case.app}.last_run or {{}}).get(k) for k in ('label', 'final', 'spec')}}")
+            if case.ui_label is not None:
+                assert run["label"] == case.ui_label, f"{case.id}: ran {run['label']!r}, want {case.ui_label!r}"
+            if case.ui_spec:
+                assert {k: (run["spec"] or {}).get(k) for k in case.ui_spec} == case.ui_spec, f"{case.id}: {run['spec']}"
+            if case.ui_terms:
+                check_terms(run["final"], case.ui_terms, case.total_term, case.absent_terms)
             shot(app, f"{case.screenshot or case.id}_after", gallery_width=560)
             timings.append(f"{case.id} {time.perf_counter() - t1:.1f} s")
     print(f"{notebook}: " + ", ".join(timings))
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(180)  # ~16 s here
 def test_key_figures_render(lab, page):
     """The committed notebooks open in JupyterLab and their key figures render (nothing is executed)."""
     from playwright.sync_api import expect

@@ -1,9 +1,11 @@
 """The notebooks' widgets, one entry each: shared by the kernel-level tests (test_widgets_kernel.py, nbclient)
 and the browser tests (browser/test_lab.py, JupyterLab in headless Chromium).
 
-Every app is a ``perceptlib.widgets`` factory's ``ipywidgets.interactive`` with a Run button: ``app.controls``
-(name -> widget, each with a ``pl-*`` CSS class), ``app.manual_button`` (``pl-run``), ``app.out`` (the Output
-widget that shows the figure), ``app.result`` (the Figure) and ``app.last_run`` (the result dict).
+Every app is a ``perceptlib.widgets`` factory's ``ipywidgets.interactive`` (built by ``widgets._app``) with a
+Run button: ``app.controls`` (name -> widget, each with a ``pl-*`` CSS class), ``app.manual_button``
+(``pl-run``), ``app.out`` (the Output widget that shows the figure), ``app.result`` (the Figure) and
+``app.last_run`` (the result dict; ``label``, ``spec``, ``final`` loss terms and ``history`` are checked when
+the case names them).
 
 To add a widget (e.g. notebook 02's or 03's): append a :class:`WidgetCase` to ``CASES``: the notebook, the kernel
 name of the app object after the notebook ran, the source line of the cell that displays it, the control values
@@ -47,8 +49,8 @@ class WidgetCase:
     cell: str  # a line of the code cell whose output shows the app (unique in the notebook)
     changes: dict  # kernel test: control name -> value, set before clicking Run
     ui: tuple[UI, ...]  # browser test: the same kind of change through the real controls
-    label: str  # kernel test: app.last_run["label"] after the run
-    ui_label: str  # browser test: app.last_run["label"] after the browser's run
+    label: str | None = None  # kernel test: app.last_run["label"] after the run, named by a figure title
+    ui_label: str | None = None  # browser test: app.last_run["label"] after the browser's run
     # loss terms app.last_run["final"] must hold after the run, term -> weight; with ``total_term`` the
     # weighted sum of the terms must equal final[total_term] (so the weight demonstrably entered the loss)
     terms: dict = field(default_factory=dict)
@@ -59,6 +61,7 @@ class WidgetCase:
     ui_spec: dict = field(default_factory=dict)  # browser test: the same
     steps: int | None = None  # kernel test: len(app.last_run["history"])
     screenshot: str | None = None  # gallery name for the browser test's before/after screenshots
+    container: str = ".widget-interact"  # browser test: the app's root element in the cell's output
 
 
 CASES: list[WidgetCase] = [
