@@ -15,6 +15,15 @@ def _weights(args: argparse.Namespace) -> int:
     from .weights import resolve_vgg16
 
     names = ["torchvision", "caffe"] if args.which == "all" else [args.which]
+    if args.action == "export":
+        from .weights import export_vgg16, override_env
+
+        if not args.out or len(names) != 1:
+            raise ValueError("weights export needs --out FILE and one --which (torchvision or caffe)")
+        meta = export_vgg16(names[0], args.out, upto=args.upto)
+        print(f"wrote {args.out}: {meta['name']} conv1_1..{meta['upto']}, content sha256 {meta['sha256']}\n"
+              f"use it with {override_env(names[0])}={args.out}")
+        return 0
     for name in names:
         _, info = resolve_vgg16(name)
         print(info)
@@ -23,9 +32,12 @@ def _weights(args: argparse.Namespace) -> int:
 
 def _add_weights(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="fetch or describe the pretrained VGG-16 weights (offline-capable)")
-    p.add_argument("action", choices=["fetch", "info"],
+    p.add_argument("action", choices=["fetch", "info", "export"],
                    help="fetch: download, verify, convert and cache; info: print source, path and sha256 "
-                        "(fetching first when needed)")
+                        "(fetching first when needed); export: write a (truncated) copy for a machine "
+                        "without the cache, loaded there through $PERCEPTLIB_VGG16_<WHICH>")
+    p.add_argument("--upto", default="conv5_3", help="export: last conv layer kept (e.g. conv4_3)")
+    p.add_argument("--out", help="export: output file")
     p.add_argument("--which", choices=["torchvision", "caffe", "all"], default="torchvision",
                    help="which VGG-16 (default torchvision; caffe is the paper's original network)")
     p.set_defaults(func=_weights)
@@ -193,14 +205,96 @@ def _train_sr(args: argparse.Namespace) -> int:
           f"{cfg.batch_size} x {cfg.patch_size}^2 HR patches -> {out}")
     for name, paper, ours, reason in differences(cfg):
         print(f"  {name}: paper {paper!r}, ours {ours!r} ({reason})")
-    hist = train_sr(cfg, out, resume=not args.no_resume, progress=not args.no_progress)
+    hist = train_sr(cfg, out, resume=not args.no_resume, progress=not args.no_progress, workers=args.workers,
+                    max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    _report_training(hist, cfg, out)
+    return 0
+
+
+def _report_training(hist, cfg, out: str) -> None:
     last = {k: v[-1] for k, v in hist.terms.items() if v and "/" not in k}
     rate = hist.steps_run / hist.session_s if hist.session_s else float("nan")
     print(f"step {hist.step[-1] if hist.step else 0}/{cfg.steps}; ran {hist.steps_run} steps this time; "
           f"{hist.elapsed_s:.0f} s in all; last " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
     print(f"wrote {out}/model.pt, checkpoint.pt, config.json, history.json"
           + (f" ({rate:.3g} steps/s this time)" if hist.steps_run else ""))
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if DIR holds a checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes (0: none; same batches)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop cleanly (checkpoint saved) after this many minutes; rerun to continue")
+
+
+def _style_path(style: str):
+    """A style image file, or the name of one in the 'styles' set (e.g. starry_night)."""
+    from pathlib import Path
+
+    if Path(style).is_file():
+        return Path(style)
+    from .data import image_paths
+
+    names = {p.stem: p for p in image_paths("styles")}
+    if style in names:
+        return names[style]
+    raise FileNotFoundError(f"style image not found: {style!r} is neither a file nor one of the 'styles' set "
+                            f"({', '.join(sorted(names))})")
+
+
+def _train_style(args: argparse.Namespace) -> int:
+    from .config import PAPER_STYLE, differences, format_layers
+    from .style import train_style
+
+    style = _style_path(args.style)
+    cfg = _config_from_args(PAPER_STYLE, args)
+    out = args.out or f"results/style_{style.stem}"
+    print(f"train-style {style.name}, content {format_layers(cfg.content_layers)} x {cfg.content_weight:g}, "
+          f"style {format_layers(cfg.style_layers)} x {cfg.style_weight:g}, tv {cfg.tv_weight:g}, mode {cfg.mode}, "
+          f"device {_device(cfg.device)}: {cfg.steps} steps of {cfg.batch_size} x {cfg.image_size}^2 -> {out}")
+    for name, paper, ours, reason in differences(cfg):
+        print(f"  {name}: paper {paper!r}, ours {ours!r} ({reason})")
+    hist = train_style(cfg, style, out, resume=not args.no_resume, progress=not args.no_progress,
+                       workers=args.workers, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    _report_training(hist, cfg, out)
     return 0
+
+
+def _add_train_style(sub: argparse._SubParsersAction) -> None:
+    from .config import MODES, StyleConfig
+
+    p = sub.add_parser("train-style", help="train the paper's style-transfer network for one style (resumable)")
+    p.add_argument("--style", required=True, metavar="IMG",
+                   help="style image file or a name from the 'styles' set (starry_night, great_wave, ...)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="quick (seconds), cpu (the committed CPU run), paper (the paper's sizes; needs a GPU); "
+                        "default $PERCEPTLIB_MODE, else paper on CUDA and cpu otherwise")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default results/style_<style name>)")
+    _add_run_flags(p)
+    _add_config_flags(p, StyleConfig)
+    p.set_defaults(func=_train_style)
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    from .images import load_image, save_image
+    from .style import load_style, stylize
+
+    model = load_style(args.model, device=_device(args.device))
+    img = load_image(args.input)
+    out = save_image(stylize(model, img), args.output)
+    print(f"{args.input} {img.shape[-1]}x{img.shape[-2]} -> {out} (style network {args.model}, "
+          f"step {model.train_step})")
+    return 0
+
+
+def _add_stylize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stylize", help="stylise an image (any size) with a trained style network")
+    p.add_argument("--model", required=True, metavar="CKPT", help="model.pt, checkpoint.pt or their folder")
+    p.add_argument("input", metavar="IN", help="content image")
+    p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.set_defaults(func=_stylize)
 
 
 def _add_train_sr(sub: argparse._SubParsersAction) -> None:
@@ -211,8 +305,7 @@ def _add_train_sr(sub: argparse._SubParsersAction) -> None:
                    help="quick (seconds), cpu (the committed CPU run), paper (the paper's sizes; needs a GPU); "
                         "default $PERCEPTLIB_MODE, else paper on CUDA and cpu otherwise")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default results/sr_x<scale>_<loss>)")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if DIR holds a checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_flags(p)
     _add_config_flags(p, SRConfig)
     p.set_defaults(func=_train_sr)
 
@@ -249,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train_sr(sub)
     _add_upscale(sub)
+    _add_train_style(sub)
+    _add_stylize(sub)
     return parser
 
 

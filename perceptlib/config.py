@@ -157,13 +157,18 @@ class StyleConfig:
     lr: float = _f(1e-3, "Adam learning rate", "[P] Adam, learning rate 1e-3, no weight decay or dropout")
     content_layers: tuple = _f((("relu3_3", 1.0),), "content (feature) loss layers and weights",
                                "[P] ECCV: relu3_3; [P'] arXiv, [PE] pytorch/examples and [PY]: relu2_2")
-    style_layers: tuple = _f((("relu1_2", 1.0), ("relu2_2", 1.0), ("relu3_3", 1.0), ("relu4_3", 1.0)),
-                             "style loss layers and weights", "[P] relu1_2, relu2_2, relu3_3, relu4_3")
+    style_layers: tuple = _f((("relu1_2", 1 / 64**2), ("relu2_2", 1 / 128**2), ("relu3_3", 1 / 256**2),
+                              ("relu4_3", 1 / 512**2)),
+                             "style loss layers and weights (the default 1/C_j^2 turns Eq. 4's sum over the "
+                             "C x C Gram into the official code's mean)",
+                             "[P] relu1_2, relu2_2, relu3_3, relu4_3, summed; [L] MSECriterion over each "
+                             "Gram = Eq. 4 / C_j^2")
     content_weight: float = _f(1.0, "content loss weight", "[L] -content_weights 1.0 ([P] silent)")
-    style_weight: float = _f(5.0, "style loss weight",
-                             "[L] -style_weights 5.0 with MSE over the Gram (ours: Eq. 4's sum, so not "
-                             "comparable; [P] silent, tune per style)")
-    tv_weight: float = _f(1e-6, "total-variation weight", "[P'] 1e-6 to 1e-4, cross-validated per style; [L] 1e-6")
+    style_weight: float = _f(5.0, "style loss weight (with the default 1/C_j^2 layer weights: the official "
+                             "code's -style_weights)", "[L] -style_weights 5.0 ([P] silent, tuned per style)")
+    tv_weight: float = _f(1e-6 * 255**2, "total-variation weight on [0, 1] images (1e-6 on the official "
+                          "code's 0-255 scale = 0.065 here)",
+                          "[P'] 1e-6 to 1e-4, cross-validated per style; [L] -tv_strength 1e-6 on 0-255 images")
     style_size: int = _f(256, "longer side of the style image", "[L] -style_image_size 256 ([P] silent)")
     vgg_weights: str = _f("caffe", "loss network: caffe or torchvision",
                           "[P] VGG-16 pretrained on ImageNet; [L] the Caffe conversion (vgg16.t7)",

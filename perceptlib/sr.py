@@ -116,16 +116,19 @@ def build_sr_data(cfg: SRConfig, images: Sequence[str | os.PathLike | Tensor] | 
 
 
 def train_sr(cfg: SRConfig, out_dir: str | os.PathLike, loss: str | None = None, resume: bool = True,
-             progress: bool = True, images: Sequence[str | os.PathLike | Tensor] | None = None) -> History:
+             progress: bool = True, images: Sequence[str | os.PathLike | Tensor] | None = None,
+             workers: int = 0, max_seconds: float | None = None) -> History:
     """Train an SR network for ``cfg`` into ``out_dir`` with the shared loop; returns the history.
 
     ``loss`` (``"pixel"`` / ``"feat"``) overrides ``cfg.loss``; ``images`` overrides the training set.
-    Resumes from ``out_dir/checkpoint.pt`` when ``resume`` (see :func:`perceptlib.train.train`).
+    Resumes from ``out_dir/checkpoint.pt`` when ``resume``; ``workers`` and ``max_seconds`` as in
+    :func:`perceptlib.train.train`.
     """
     if loss is not None:
         cfg = dataclasses.replace(cfg, loss=loss)
     data = build_sr_data(cfg, images)
-    return train(build_sr_model(cfg), build_sr_loss(cfg), data, cfg, out_dir, resume=resume, progress=progress)
+    return train(build_sr_model(cfg), build_sr_loss(cfg), data, cfg, out_dir, resume=resume, progress=progress,
+                 workers=workers, max_seconds=max_seconds)
 
 
 def load_sr(path: str | os.PathLike, device: str | torch.device = "cpu") -> SRNet:

@@ -68,6 +68,7 @@ class History:
     elapsed_s: float = dataclasses.field(default=0.0, compare=False)
     steps_run: int = dataclasses.field(default=0, compare=False)  # steps done in this call
     session_s: float = dataclasses.field(default=0.0, compare=False)  # wall time of this call
+    stopped: str | None = dataclasses.field(default=None, compare=False)  # why this call stopped early
 
     def __len__(self) -> int:
         return len(self.step)
@@ -268,8 +269,32 @@ def _fmt_terms(values: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in values.items())
 
 
+class _Batches:
+    """The sampler's batches ``start ... stop - 1`` as a ``batch_sampler`` for a DataLoader."""
+
+    def __init__(self, sampler: IndexSampler, start: int, stop: int) -> None:
+        self.sampler, self.start, self.stop = sampler, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):
+        return (self.sampler.indices(i) for i in range(self.start, self.stop))
+
+
+def _batch_source(data, sampler: IndexSampler, start: int, stop: int, workers: int, pin: bool):
+    """Batches ``start ... stop - 1``: built in this process, or by ``workers`` DataLoader processes
+    (identical batches: an item depends only on its index)."""
+    if workers <= 0:
+        return (_collate([data[i] for i in sampler.indices(b)]) for b in range(start, stop))
+    loader = torch.utils.data.DataLoader(data, batch_sampler=_Batches(sampler, start, stop), num_workers=workers,
+                                         collate_fn=_collate, pin_memory=pin, prefetch_factor=4)
+    return iter(loader)
+
+
 def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg: Any,
-          out_dir: str | os.PathLike, resume: bool = True, progress: bool = True) -> History:
+          out_dir: str | os.PathLike, resume: bool = True, progress: bool = True, workers: int = 0,
+          max_seconds: float | None = None) -> History:
     """Train ``model`` with Adam(``cfg.lr``) for ``cfg.steps`` steps; return the :class:`History`.
 
     Args:
@@ -286,6 +311,10 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
             ``steps``, ``checkpoint_every``, ``device``, ``mode`` and ``eval_limit``, else ValueError); ``False``
             starts afresh and overwrites.
         progress: show a tqdm bar with the loss terms.
+        workers: DataLoader worker processes preparing batches (0: in this process); the batches
+            are the same either way.
+        max_seconds: stop cleanly (checkpoint saved, ``history.stopped`` set) once this call has run
+            this long, e.g. to fit a time-limited machine; resume later for the remaining steps.
 
     Raises :class:`TrainingDivergedError` when the loss, a term or a gradient is not finite: the
     message names the step and the terms, and the last checkpoint is left as it was.
@@ -366,10 +395,18 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
     bar = tqdm(total=steps, initial=step, disable=not progress, desc=f"train {type(model).__name__}",
                dynamic_ncols=True)
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    batches = _batch_source(data, sampler, step, steps, int(workers), cuda)
+    stopped = None
     try:
         while step < steps:
-            batch = _collate([data[i] for i in sampler.indices(step)])
-            batch = _to_device(batch, device, channels_last)
+            if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+                stopped = f"time limit of {max_seconds:g} s reached at step {step}"
+                if pending_n:  # a partial log interval: logged now, redone from its sums on resume
+                    history.append(step, {k: v / pending_n for k, v in pending.items()})
+                history.elapsed_s = elapsed0 + time.perf_counter() - t0
+                save(pending, pending_n)
+                break
+            batch = _to_device(next(batches), device, channels_last)
             optimizer.zero_grad(set_to_none=True)
             with amp_ctx():
                 total, terms = loss_fn(model, batch)
@@ -406,6 +443,11 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
                 save(*(partial or (pending, pending_n)))
     finally:
         bar.close()
+        del batches  # stops DataLoader workers
+    if stopped:
+        history.stopped = stopped
+        if progress:
+            print(f"stopped: {stopped}; resume with the same command to continue to step {steps}")
     history.elapsed_s = elapsed0 + time.perf_counter() - t0
     history.steps_run = step - start_step
     history.session_s = time.perf_counter() - t0

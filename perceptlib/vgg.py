@@ -103,6 +103,10 @@ class LossNetwork(nn.Module):
         if weights is not None:
             sd, self.weights_info = resolve_vgg16(weights)
             convs = {n: m for n, m in modules.items() if n.startswith("conv")}
+            missing = [n for n in convs if f"{n}.weight" not in sd]
+            if missing:
+                raise ValueError(f"the weights ({self.weights_info.source}) stop before {missing[0]}, which layer "
+                                 f"{LAYER_NAMES[deepest]!r} needs; use a fuller export or the full weights")
             for n, m in convs.items():
                 m.weight.data.copy_(sd[f"{n}.weight"])
                 m.bias.data.copy_(sd[f"{n}.bias"])

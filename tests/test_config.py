@@ -28,7 +28,10 @@ def test_paper_style_values():
     assert "relu2_2" in dataclasses.fields(StyleConfig)[[f.name for f in dataclasses.fields(StyleConfig)]
                                                         .index("content_layers")].metadata["source"]
     assert [n for n, _ in p.style_layers] == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
-    assert 1e-6 <= p.tv_weight <= 1e-4
+    # the official code's MSE over each C x C Gram = Eq. 4 / C^2, times -style_weights 5
+    assert [w * c * c for (_, w), c in zip(p.style_layers, (64, 128, 256, 512))] == pytest.approx([1.0] * 4)
+    assert p.style_weight == 5.0
+    assert p.tv_weight == pytest.approx(1e-6 * 255**2)  # -tv_strength 1e-6 on 0-255 images
     assert (p.channels, p.padding, p.norm, p.upsample) == (32, "paper", "batch", "deconv")
 
 

@@ -123,6 +123,36 @@ def test_stop_then_continue_with_more_steps(tmp_path):
         run(tmp_path / "run", 6)
 
 
+def test_workers_give_the_same_run(tmp_path):
+    ref_model, ref_hist = run(tmp_path / "ref", 6)
+    cfg = dataclasses.replace(BASE, steps=6)
+    model = tiny_model()
+    hist = train(model, Loss(cfg), PairSet(), cfg, tmp_path / "w", progress=False, workers=2)
+    assert_same_state(model, ref_model)
+    assert hist == ref_hist
+
+
+def test_time_limit_stops_cleanly_and_resumes_exactly(tmp_path):
+    ref_model, ref_hist = run(tmp_path / "ref", 8)
+    cfg = dataclasses.replace(BASE, steps=8)
+    clock = {"calls": 0}
+
+    class SlowLoss(Loss):  # each step takes > 0.1 s: a 0.25 s limit stops after a few steps
+        def __call__(self, model, batch):
+            import time
+            time.sleep(0.12)
+            return super().__call__(model, batch)
+
+    hist = train(tiny_model(), SlowLoss(cfg), PairSet(), cfg, tmp_path / "run", progress=False, max_seconds=0.25)
+    assert hist.stopped and "time limit" in hist.stopped
+    step = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"]
+    assert 1 <= step < 8 and hist.steps_run == step and hist.step[-1] == step
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["last_step"] == step
+    model, rest = run(tmp_path / "run", 8, model_seed=9)
+    assert_same_state(model, ref_model)
+    assert rest == ref_hist and rest.stopped is None
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     run(tmp_path, 3)
     cfg = dataclasses.replace(BASE, lr=5e-3)

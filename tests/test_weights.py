@@ -429,3 +429,51 @@ def test_cli_weights_error_is_one_line(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith("perceptlib weights: error: WeightsError: cannot use cache directory")
+
+
+# ---------------------------------------------------------------------------------------------- exports
+
+@pytest.mark.weights
+def test_export_truncated_and_override(tmp_path, monkeypatch):
+    from perceptlib.vgg import LossNetwork
+
+    monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
+    path = tmp_path / "caffe_to_conv2_2.pt"
+    meta = weights.export_vgg16("caffe", path, upto="relu2_2")
+    assert meta["upto"] == "conv2_2" and meta["full_sha256"] == CONTENT_SHA256["caffe"]
+    full, _ = resolve_vgg16("caffe")
+    monkeypatch.setenv(weights.override_env("caffe"), str(path))
+    sd, info = resolve_vgg16("caffe")
+    assert sorted(sd) == sorted(f"{n}.{p}" for n in CONV_NAMES[:4] for p in ("weight", "bias"))
+    for k in sd:
+        assert torch.equal(sd[k], full[k])
+    assert "export" in info.source and "PERCEPTLIB_VGG16_CAFFE" in info.source
+    x = torch.rand(1, 3, 32, 32)
+    net = LossNetwork(["relu2_2"], weights="caffe")
+    monkeypatch.delenv(weights.override_env("caffe"))
+    ref = LossNetwork(["relu2_2"], weights="caffe")
+    assert torch.equal(net(x)["relu2_2"], ref(x)["relu2_2"])  # same weights and the caffe normalisation
+    monkeypatch.setenv(weights.override_env("caffe"), str(path))
+    with pytest.raises(ValueError, match="stop before conv3_1.*relu3_3"):
+        LossNetwork(["relu3_3"], weights="caffe")
+    with pytest.raises(WeightsError, match="holds the 'caffe' weights, not 'torchvision'"):
+        monkeypatch.setenv(weights.override_env("torchvision"), str(path))
+        resolve_vgg16("torchvision")
+
+
+@pytest.mark.weights
+def test_export_tampered_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(REAL_CACHE))
+    path = tmp_path / "e.pt"
+    weights.export_vgg16("caffe", path, upto="conv1_2")
+    rec = torch.load(path, weights_only=True)
+    rec["state_dict"]["conv1_2.bias"][0] += 1e-3
+    torch.save(rec, path)
+    monkeypatch.setenv(weights.override_env("caffe"), str(path))
+    with pytest.raises(WeightsError, match="sha256 .* recorded at export"):
+        resolve_vgg16("caffe")
+    monkeypatch.setenv(weights.override_env("caffe"), str(tmp_path / "missing.pt"))
+    with pytest.raises(WeightsError, match="does not exist"):
+        resolve_vgg16("caffe")
+    with pytest.raises(ValueError, match="upto must be"):
+        weights.export_vgg16("caffe", path, upto="pool3")
