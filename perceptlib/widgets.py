@@ -14,7 +14,7 @@ from torch import Tensor
 from .losses import DISTANCES
 from .vgg import LAYER_NAMES
 
-__all__ = ["TAP_OPTIONS", "reconstruction_app", "style_reconstruction_app"]
+__all__ = ["TAP_OPTIONS", "reconstruction_app", "style_reconstruction_app", "style_transfer_app"]
 
 #: Layers a picker offers: every conv and relu tap, in network order (pools are left out).
 TAP_OPTIONS: tuple[str, ...] = tuple(n for n in LAYER_NAMES if not n.startswith("pool"))
@@ -128,6 +128,96 @@ def style_reconstruction_app(styles: Mapping[str, Tensor], *, size: int = 64, st
         app.last_run = res
         return plot_style_grid({style: styles[style]}, {style: {spec.label: res["image"]}},
                                captions={style: {spec.label: _caption(res)}}, size=3.0)
+
+    app = _app(run, controls)
+    return app
+
+
+def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tensor],
+                       networks: Mapping[str, object] | None = None, *, cfg=None, size: int = 128, steps: int = 20,
+                       max_steps: int = 500, device: str = "cpu"):
+    """Style transfer (Sec. 4.1): stylise a content photo with a painting's style, by optimisation
+    (``"optimise"``: projected L-BFGS from the photo, ``steps`` evaluations) with the chosen content,
+    style and TV weights and style layers, or with the trained network of that style (``"network"``,
+    where ``networks`` maps the style name to a checkpoint folder). ``styles``/``contents``: ``{name:
+    (3, H, W) in [0, 1]}``; photos are centre-cropped and resized to ``size``². ``cfg``: the
+    :class:`~perceptlib.config.StyleConfig` whose weights are the starting values (default: the paper's).
+    Style layers get the official code's weights ``1 / C_j^2`` times the style weight. The caption and
+    ``app.last_run["terms"]`` give the loss terms of the output under the chosen weights."""
+    import dataclasses
+    import time
+
+    import ipywidgets as W
+
+    from .config import PAPER_STYLE
+    from .plots import plot_images
+    from .style import build_style_loss, load_style, optimise_style, style_loss_of, stylize
+    from .vgg import layer_channels
+
+    if not styles or not contents:
+        raise ValueError("style_transfer_app needs at least one style and one content image")
+    base = dataclasses.replace(cfg or PAPER_STYLE, device=str(device))
+    networks = dict(networks or {})
+    loaded: dict = {}
+    controls = {
+        "style": W.Dropdown(options=list(styles), description="painting").add_class("pl-style"),
+        "content": W.Dropdown(options=list(contents), description="photo").add_class("pl-image"),
+        "method": W.Dropdown(options=["optimise", "network"], value="optimise", description="method"
+                             ).add_class("pl-method"),
+        "content_weight": W.FloatLogSlider(value=base.content_weight, base=10, min=-2, max=2, step=0.25,
+                                           description="content w.", continuous_update=False
+                                           ).add_class("pl-weight").add_class("pl-content-weight"),
+        "style_weight": W.FloatLogSlider(value=base.style_weight, base=10, min=-2, max=3, step=0.25,
+                                         description="style w.", continuous_update=False
+                                         ).add_class("pl-weight").add_class("pl-style-weight"),
+        "tv_weight": W.Dropdown(options=sorted({0.0, 1e-3, 1e-2, round(base.tv_weight, 6), 0.3, 1.0}), value=round(
+            base.tv_weight, 6), description="TV weight").add_class("pl-tv"),
+        "style_layers": W.SelectMultiple(options=list(TAP_OPTIONS), value=tuple(n for n, _ in base.style_layers),
+                                         rows=8, description="style layers").add_class("pl-layer"),
+        "steps": W.IntSlider(value=steps, min=1, max=max_steps, step=1, description="steps",
+                             continuous_update=False).add_class("pl-steps"),
+    }
+
+    def square(img: Tensor) -> Tensor:
+        import torch.nn.functional as F
+
+        h, w = img.shape[-2:]
+        s = min(h, w)
+        crop = img[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        return F.interpolate(crop.reshape(1, 3, s, s), size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)[0].clamp(0, 1)
+
+    def run(style, content, method, content_weight, style_weight, tv_weight, style_layers, steps):
+        if not style_layers:
+            raise ValueError("pick at least one style layer")
+        ordered = [n for n in LAYER_NAMES if n in style_layers]
+        cfg = dataclasses.replace(base, content_weight=float(content_weight), style_weight=float(style_weight),
+                                  tv_weight=float(tv_weight),
+                                  style_layers=tuple((n, 1.0 / layer_channels(n) ** 2) for n in ordered))
+        photo = square(contents[content])
+        loss = build_style_loss(cfg, styles[style], device=device)
+        t = time.perf_counter()
+        if method == "network":
+            if style not in networks:
+                raise ValueError(f"no trained network for {style!r}; trained: {sorted(networks) or 'none'}")
+            if style not in loaded:
+                loaded[style] = load_style(networks[style], device=device)
+            out = stylize(loaded[style], photo)
+            how = f"network (step {loaded[style].train_step})"
+        else:
+            rec = optimise_style(photo, styles[style], cfg, steps=int(steps), init="content", device=device,
+                                 progress=False, loss=loss)
+            out = rec.image[0]
+            how = f"optimisation, {rec.steps} L-BFGS evaluations"
+        seconds = time.perf_counter() - t
+        terms = style_loss_of(out, photo, loss)
+        app.last_run = {"method": method, "style": style, "content": content, "image": out, "terms": terms,
+                        "seconds": seconds, "style_layers": ordered, "config": cfg}
+        caption = (f"{how}, {seconds:.2g} s\nloss {terms['total']:.4g} = content {terms.get('feat', 0):.3g} + style "
+                   f"{terms.get('style', 0):.3g} + TV {terms.get('tv', 0):.3g}\nstyle layers {', '.join(ordered)}, "
+                   f"weights c {content_weight:.3g} s {style_weight:.3g} tv {tv_weight:.3g}")
+        fig = plot_images({f"photo: {content}": photo, f"painting: {style}": styles[style], caption: out}, size=3.2)
+        return fig
 
     app = _app(run, controls)
     return app

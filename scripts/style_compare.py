@@ -39,6 +39,32 @@ def _write(out: Path, device: torch.device, args: argparse.Namespace, runs: list
                                                   "init": "noise", "runs": runs}) + "\n")
 
 
+def network_only(args: argparse.Namespace) -> None:
+    from perceptlib.style import build_style_loss, style_loss_of, stylize
+
+    out = Path(args.out)
+    rec = json.loads((out / "compare.json").read_text())
+    device = torch.device("cpu" if args.device == "auto" and not torch.cuda.is_available() else
+                          ("cuda" if args.device == "auto" else args.device))
+    for m in args.models:
+        net = load_style(m, device=device)
+        name, style = style_of(m)
+        cfg = config_from_dict(net.train_config)
+        loss = build_style_loss(cfg, style[None], device=device)
+        for row in rec["runs"]:
+            if row["style"] != name:
+                continue
+            content = load_image(next(out.glob(f"content__{row['content']}.*")))
+            img = stylize(net, content)
+            save_image(img, out / f"{name}__{row['content']}__network.{args.ext}")
+            row["network"] = {"terms": style_loss_of(img, content, loss), "seconds": None,
+                              "note": f"recomputed on {device} for step {net.train_step}"}
+            row["model"], row["model_step"] = str(m), net.train_step
+            print(f"{name} / {row['content']}: network (step {net.train_step}) loss {row['network']['terms']['total']:.4g}, "
+                  f"optimisation {row['optimisation']['terms']['total']:.4g}")
+    (out / "compare.json").write_text(json.dumps(rec) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", required=True)
@@ -47,7 +73,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="results/style_compare")
+    ap.add_argument("--network-only", action="store_true",
+                    help="redo only the network side (e.g. after more training), keeping the optimisation results "
+                         "and images already in --out/compare.json")
+    ap.add_argument("--ext", default="png", help="image format of the written images (png, jpg)")
     args = ap.parse_args()
+    if args.network_only:
+        return network_only(args)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.content_dir:
         photos = find_images(args.content_dir)
@@ -65,12 +97,12 @@ def main() -> None:
         cfg = type(cfg)(**{**cfg.__dict__, "device": str(device)})
         for photo in photos:
             content = square(load_image(photo), args.size)
-            save_image(content, out / f"content__{photo.stem}.png")
+            save_image(content, out / f"content__{photo.stem}.{args.ext}")
             res = compare_with_optimisation(net, content, style[None], cfg, steps=args.steps, device=device)
             row = {"style": name, "content": photo.stem, "size": args.size, "model": str(m),
                    "model_step": net.train_step}
             for method in ("network", "optimisation"):
-                save_image(res[method]["image"], out / f"{name}__{photo.stem}__{method}.png")
+                save_image(res[method]["image"], out / f"{name}__{photo.stem}__{method}.{args.ext}")
                 row[method] = {k: v for k, v in res[method].items() if k != "image"}
             runs.append(row)
             _write(out, device, args, runs)  # after every pair: a run cut short keeps what it did

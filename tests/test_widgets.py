@@ -107,3 +107,38 @@ def test_reconstruction_plots_are_pure_and_labelled(images):
     assert len(fig.axes[0].patches) == 2 and len(fig.axes[2].patches) == 1  # the missing LPIPS is skipped
     with pytest.raises(ValueError, match="at least one row"):
         plot_question_bars([])
+
+
+def test_style_transfer_app_optimise_and_network(tmp_path, real_weights, one_thread):
+    """Changing the style layers and weights changes what the run uses and reports; the network method
+    uses the trained net of that style and fails clearly for a style without one."""
+    import dataclasses
+
+    from perceptlib.config import PAPER_STYLE, for_mode
+    from perceptlib.style import train_style
+    from perceptlib.widgets import style_transfer_app
+
+    from conftest import load_asset
+
+    cfg = dataclasses.replace(for_mode(PAPER_STYLE, "quick"), image_size=32, style_size=32, steps=1, batch_size=1,
+                              channels=4, device="cpu", vgg_weights="torchvision")
+    styles = {"coffee": load_asset("coffee", 64)[0], "astronaut": load_asset("astronaut", 64)[0]}
+    train_style(cfg, styles["coffee"], tmp_path / "net", images=[load_asset("chelsea", 64)[0]], progress=False)
+    app = style_transfer_app(styles, {"chelsea": load_asset("chelsea")[0]}, {"coffee": tmp_path / "net"}, cfg=cfg,
+                             size=32, steps=3)
+    c = app.controls
+    c["style_layers"].value = ("relu1_2",)
+    c["style_weight"].value = 10.0
+    app.manual_button.click()
+    run = app.last_run
+    assert run["method"] == "optimise" and run["style_layers"] == ["relu1_2"]
+    assert run["config"].style_weight == 10.0 and run["config"].style_layers == (("relu1_2", 1 / 64**2),)
+    assert "style/relu1_2" in run["terms"] and "style/relu2_2" not in run["terms"]
+    assert "relu1_2" in app.result.axes[2].get_title() and run["image"].shape == (3, 32, 32)
+    c["method"].value = "network"
+    app.manual_button.click()
+    assert app.last_run["method"] == "network" and "network (step 1)" in app.result.axes[2].get_title()
+    c["style"].value = "astronaut"
+    app.last_run = None
+    app.manual_button.click()  # no network for this style: the run fails (ipywidgets shows the error)
+    assert app.last_run is None
