@@ -142,3 +142,103 @@ def test_style_transfer_app_optimise_and_network(tmp_path, real_weights, one_thr
     app.last_run = None
     app.manual_button.click()  # no network for this style: the run fails (ipywidgets shows the error)
     assert app.last_run is None
+
+
+# --- super-resolution widgets (notebook 02) ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sr_nets(tmp_path_factory):
+    """Two tiny untrained x4 networks saved as checkpoints (one trained step each) and one x8 net."""
+    import dataclasses
+
+    from perceptlib.config import PAPER_SR, for_mode
+    from perceptlib.sr import train_sr
+
+    root = tmp_path_factory.mktemp("sr_nets")
+    photo = load_asset("chelsea", 96)[0]
+    base = dataclasses.replace(for_mode(PAPER_SR, "quick"), patch_size=48, batch_size=1, steps=1, channels=4,
+                               device="cpu", checkpoint_every=1)
+    for name, scale in (("a", 4), ("b", 4), ("c", 8)):
+        train_sr(dataclasses.replace(base, scale=scale, seed=ord(name)), root / name, loss="pixel", progress=False,
+                 images=[photo])
+    return {"a": root / "a", "b": root / "b", "c": root / "c"}
+
+
+def test_sr_compare_app_follows_the_controls(sr_nets, one_thread):
+    import torch
+
+    from perceptlib.sr import load_sr
+    from perceptlib.widgets import sr_compare_app
+
+    imgs = {"chelsea": load_asset("chelsea", 128)[0], "coffee": load_asset("coffee", 96)}
+    app = sr_compare_app({"a": sr_nets["a"], "b": load_sr(sr_nets["b"]), "c": sr_nets["c"]}, imgs, crop=32)
+    c = app.controls
+    assert "pl-run" in app.manual_button._dom_classes and "pl-model" in c["models"]._dom_classes
+    assert c["models"].value == ("a", "b") and app.last_run is None
+    app.manual_button.click()
+    run = app.last_run
+    assert isinstance(app.result, Figure) and run["image"] == "chelsea" and run["box"][2] == 32
+    assert set(run["psnr"]) == {"bicubic x4", "a", "b"} and all(v > 5 for v in run["psnr"].values())
+    assert all(x.shape == (3, 32, 32) for x in run["crops"].values())
+
+    c["models"].value = ("b", "c")
+    c["image"].value = "coffee"
+    c["size"].value = 48
+    c["top"].value, c["left"].value = 0, 100
+    c["hist_match"].value = True
+    app.manual_button.click()
+    run = app.last_run
+    assert run["image"] == "coffee" and run["hist_match"] and run["models"] == ["b", "c"]
+    assert run["box"] == (0, 48, 48)  # 96x96 image: left 100 % = the right edge
+    assert set(run["crops"]) == {"bicubic x4", "bicubic x8", "b + h.m.", "c + h.m."}
+    assert all(x.shape == (3, 48, 48) for x in run["crops"].values())
+    assert torch.equal(run["crops"]["bicubic x8"], run["crops"]["bicubic x8"].clamp(0, 1))
+    assert app.result.axes[1].images[0].get_array().shape[:2] == (48, 48)  # the HR crop panel
+    assert any("c + h.m." in ax.get_title() for ax in app.result.axes)
+
+    c["models"].value = ()
+    app.last_run = None
+    app.manual_button.click()  # no model picked: the run fails (ipywidgets shows the error)
+    assert app.last_run is None
+
+
+def test_sr_train_app_follows_the_controls(real_weights, one_thread):
+    import dataclasses
+
+    from perceptlib.config import PAPER_SR, for_mode
+    from perceptlib.widgets import sr_train_app
+
+    cfg = dataclasses.replace(for_mode(PAPER_SR, "quick"), batch_size=1, channels=4, vgg_weights="torchvision")
+    train = [load_asset("chelsea", 96)[0], load_asset("coffee", 96)[0]]
+    app = sr_train_app(train, {"astronaut": load_asset("astronaut", 96)[0]}, cfg=cfg, steps=5000, quick_steps=2,
+                       quick_patch=32, crop=32, device="cpu")
+    c = app.controls
+    assert "pl-layer" in c["layer1"]._dom_classes and "pl-weight" in c["weight1"]._dom_classes
+    assert "pl-pixel-weight" in c["pixel_weight"]._dom_classes and "pl-steps" in c["steps"]._dom_classes
+    c["layer1"].value = "relu1_2"
+    c["weight1"].value = 10.0
+    app.manual_button.click()
+    run = app.last_run
+    assert isinstance(app.result, Figure)
+    assert "feat/relu1_2" in run["terms"] and "feat/relu2_2" not in run["terms"] and "pixel" not in run["terms"]
+    assert run["config"].layers == (("relu1_2", 10.0),) and run["config"].steps == 5000
+    assert run["steps_run"] == 2 and len(run["history"]["step"]) == 2 and run["history"]["step"][-1] == 2
+    assert run["ran_config"].patch_size == 32 and run["crop"].shape == (3, 32, 32)
+    assert run["estimate_s"] > run["seconds"]  # 5000 steps at 48^2 vs 2 steps at 32^2
+    assert "10*relu1_2" in app.result.axes[0].get_title()
+
+    c["layer1"].value = ""
+    c["layer2"].value = "relu2_2"
+    c["pixel_weight"].value = 1e3
+    c["scale"].value = 8
+    app.manual_button.click()
+    run = app.last_run
+    assert run["config"].layers == (("relu2_2", 1.0),) and run["config"].pixel_weight == 1e3
+    assert run["config"].scale == 8 and {"feat/relu2_2", "pixel"} <= set(run["terms"])
+    assert run["label"] == "1*relu2_2 + 1000*pixel"
+
+    c["layer2"].value = ""
+    c["pixel_weight"].value = 0.0
+    app.last_run = None
+    app.manual_button.click()  # no loss term: the run fails
+    assert app.last_run is None
