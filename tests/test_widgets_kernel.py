@@ -56,6 +56,7 @@ class Kernel:
 
     def __init__(self, notebook: str):
         path = NOTEBOOKS / notebook
+        self.hung = None
         self.nb = nbformat.read(path, as_version=4)
         self.client = nbclient.NotebookClient(self.nb, timeout=600, kernel_name="python3",
                                               resources={"metadata": {"path": str(path.parent)}})
@@ -72,11 +73,19 @@ class Kernel:
         self.seconds = time.perf_counter() - t0
         self.run(PROBE)
 
-    def run(self, code: str) -> str:
-        """Execute ``code`` as a new cell; return its stdout (raises on an error in the cell itself)."""
+    def run(self, code: str, timeout: int = 120) -> str:
+        """Execute ``code`` as a new cell; return its stdout (raises on an error in the cell itself, and
+        after ``timeout`` s: a quick-mode Run takes seconds, so a hung callback fails fast)."""
+        if self.hung:
+            pytest.fail(f"the kernel is still busy with a cell that timed out: {self.hung}", pytrace=False)
         cell = nbformat.v4.new_code_cell(code)
         self.nb.cells.append(cell)
-        self.client.execute_cell(cell, len(self.nb.cells) - 1)
+        self.client.timeout = timeout
+        try:
+            self.client.execute_cell(cell, len(self.nb.cells) - 1)
+        except nbclient.exceptions.CellTimeoutError:
+            self.hung = code.splitlines()[-1]
+            raise
         return "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
 
     def probe(self, app: str) -> dict:
