@@ -339,8 +339,8 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
     import time
 
     import ipywidgets as W
-    import matplotlib.pyplot as plt
     import torch
+    from matplotlib.figure import Figure
 
     from .config import PAPER_SR, for_mode
     from .degrade import bicubic_upsample, degrade, mod_crop
@@ -420,7 +420,8 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
                         "terms": sorted(hist.terms), "steps_run": ran.steps, "seconds": seconds,
                         "seconds_per_step": per_step, "estimate_s": estimate, "crop": sr[sl],
                         "box": (t, lft, side), **scores}
-        fig, axes = plt.subplots(1, 4, figsize=(12, 3), gridspec_kw={"width_ratios": [1.6, 1, 1, 1]})
+        fig = Figure(figsize=(12, 3), layout="constrained")  # not pyplot's: shown once, by the widget
+        axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1.6, 1, 1, 1]})
         ax = axes[0]
         for term in sorted(hist.terms):
             if term != "grad_norm":
@@ -430,7 +431,6 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
                                               f"bicubic x{ran.scale}\n{scores['psnr_bicubic']:.2f} dB": bic[sl],
                                               f"net, {ran.steps} steps\n{scores['psnr']:.2f} dB": sr[sl]}.items()):
             a.imshow(to_numpy_image(img), interpolation="nearest"); a.set_title(title, fontsize=9); a.set_axis_off()
-        fig.tight_layout()
         return fig
 
     app = _app(run, controls)
