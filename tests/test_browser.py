@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from widget_cases import KEY_FIGURES, NOTEBOOKS, ROOT, UI, cases_for, check_terms, notebooks_with_widgets
+from widget_cases import (JSONABLE, KEY_FIGURES, NOTEBOOKS, ROOT, UI, cases_for, check_terms, missing_items,
+                          notebooks_with_widgets)
 
 pytestmark = [pytest.mark.browser]
 
@@ -154,7 +155,8 @@ class Lab:
             self.api(f"sessions/{s['id']}", method="DELETE")
 
     def kernel_eval(self, notebook: str, expr: str):
-        """Evaluate ``expr`` (JSON-able) in the kernel of ``notebook``'s session, beside the browser."""
+        """The JSON string ``expr`` evaluates to in the kernel of ``notebook``'s session (beside the browser),
+        decoded."""
         from jupyter_client import BlockingKernelClient
 
         kids = [s["kernel"]["id"] for s in self.api("sessions") if s["path"].endswith(notebook)]
@@ -164,7 +166,7 @@ class Lab:
         kc.start_channels()
         try:
             msg_id = kc.execute("", silent=True, store_history=False,
-                                user_expressions={"r": f"__import__('json').dumps({expr})"})
+                                user_expressions={"r": expr})
             while True:
                 reply = kc.get_shell_msg(timeout=RUN_TIMEOUT_MS / 1000)
                 if reply["parent_header"].get("msg_id") == msg_id:
@@ -309,6 +311,8 @@ def act(app, ui: UI):
         control.locator("select").select_option(label=ui.value)
     elif ui.kind == "select_multiple":
         control.locator("select").select_option(label=list(ui.value))
+    elif ui.kind == "checkbox":
+        control.locator("input[type=checkbox]").set_checked(bool(ui.value))
     elif ui.kind == "slider":
         control.locator(".noUi-handle").focus()
         for _ in range(abs(ui.value)):
@@ -350,13 +354,11 @@ def test_widgets_in_jupyterlab(notebook, lab, page):
                 "\n".join(app.locator(".widget-output").all_inner_texts())[-3000:]
             expect(img).to_have_count(1)
             # the run the kernel made (and drew) is the one the controls ask for
-            run = lab.kernel_eval(notebook, f"{{k: ({case.app}.last_run or {{}}).get(k) for k in ('label', 'final', 'spec')}}")
-            if case.ui_label is not None:
-                assert run["label"] == case.ui_label, f"{case.id}: ran {run['label']!r}, want {case.ui_label!r}"
-            if case.ui_spec:
-                assert {k: (run["spec"] or {}).get(k) for k in case.ui_spec} == case.ui_spec, f"{case.id}: {run['spec']}"
+            run = lab.kernel_eval(notebook, f"__import__('json').dumps({case.app}.last_run, default={JSONABLE})")
+            wrong = missing_items(case.ui_run, run or {})
+            assert not wrong, f"{case.id}: " + "; ".join(wrong)
             if case.ui_terms:
-                check_terms(run["final"], case.ui_terms, case.total_term, case.absent_terms)
+                check_terms((run or {}).get(case.terms_key), case.ui_terms, case.total_term, case.absent_terms)
             shot(app, f"{case.screenshot or case.id}_after", gallery_width=560)
             timings.append(f"{case.id} {time.perf_counter() - t1:.1f} s")
     print(f"{notebook}: " + ", ".join(timings))

@@ -1,16 +1,16 @@
 """The notebooks' widgets, one entry each: shared by the kernel-level tests (test_widgets_kernel.py, nbclient)
-and the browser tests (browser/test_lab.py, JupyterLab in headless Chromium).
+and the browser tests (test_browser.py, JupyterLab in headless Chromium).
 
 Every app is a ``perceptlib.widgets`` factory's ``ipywidgets.interactive`` (built by ``widgets._app``) with a
 Run button: ``app.controls`` (name -> widget, each with a ``pl-*`` CSS class), ``app.manual_button``
 (``pl-run``), ``app.out`` (the Output widget that shows the figure), ``app.result`` (the Figure) and
-``app.last_run`` (the result dict; ``label``, ``spec``, ``final`` loss terms and ``history`` are checked when
-the case names them).
+``app.last_run`` (a dict describing the run; each factory has its own keys).
 
 To add a widget (e.g. notebook 02's or 03's): append a :class:`WidgetCase` to ``CASES``: the notebook, the kernel
 name of the app object after the notebook ran, the source line of the cell that displays it, the control values
-to set (kernel test) and the same change made through the real controls (browser test), and what the result must
-then say. Nothing else needs to change.
+to set (kernel test) and a change through the real controls (browser test), and what ``app.last_run`` and the
+figure must then say. Nothing else needs to change. Both tests always check that Run ran without an error (the
+Output widget shows no traceback) and that ``app.result`` and the shown image changed.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ class UI:
 
     ``kind``: ``"select"`` (a Dropdown: pick the option labelled ``value``), ``"select_multiple"`` (a
     SelectMultiple: exactly the options labelled ``value``, a tuple), ``"slider"`` (focus the handle and press
-    ArrowRight ``value`` times, ArrowLeft if negative; one press = one ``step``). ``css`` is the control's
-    ``pl-*`` class, ``nth`` which of the app's controls with that class (in the factory's order), ``readout``
-    the slider's readout text expected afterwards.
+    ArrowRight ``value`` times, ArrowLeft if negative; one press = one ``step``), ``"checkbox"`` (set it to
+    ``value``). ``css`` is the control's ``pl-*`` class, ``nth`` which of the app's controls with that class (in
+    the factory's order), ``readout`` the slider's readout text expected afterwards.
     """
 
     kind: str
@@ -48,17 +48,19 @@ class WidgetCase:
     app: str  # kernel expression for the app object once the notebook has run
     cell: str  # a line of the code cell whose output shows the app (unique in the notebook)
     changes: dict  # kernel test: control name -> value, set before clicking Run
-    ui: tuple[UI, ...]  # browser test: the same kind of change through the real controls
-    label: str | None = None  # kernel test: app.last_run["label"] after the run, named by a figure title
-    ui_label: str | None = None  # browser test: app.last_run["label"] after the browser's run
-    # loss terms app.last_run["final"] must hold after the run, term -> weight; with ``total_term`` the
-    # weighted sum of the terms must equal final[total_term] (so the weight demonstrably entered the loss)
-    terms: dict = field(default_factory=dict)
-    ui_terms: dict = field(default_factory=dict)
+    ui: tuple[UI, ...]  # browser test: a change through the real controls
+    # what app.last_run must hold afterwards (a subset: nested dicts compare by their listed keys only;
+    # tensors and other objects appear as "<Tensor (1, 3, 64, 64)>"-style strings)
+    run: dict = field(default_factory=dict)  # kernel test
+    ui_run: dict = field(default_factory=dict)  # browser test
+    title: str | None = None  # kernel test: text a title of the new figure has (and the old one had not)
+    # loss terms last_run[terms_key] must hold, term -> weight; with ``total_term`` the weighted sum of the terms
+    # must equal last_run[terms_key][total_term] (so the weight demonstrably entered the loss)
+    terms: dict = field(default_factory=dict)  # kernel test
+    ui_terms: dict = field(default_factory=dict)  # browser test
+    terms_key: str = "final"
     total_term: str | None = None
     absent_terms: tuple[str, ...] = ()  # terms of the previous run that must be gone
-    spec: dict = field(default_factory=dict)  # kernel test: items app.last_run["spec"] must have
-    ui_spec: dict = field(default_factory=dict)  # browser test: the same
     steps: int | None = None  # kernel test: len(app.last_run["history"])
     screenshot: str | None = None  # gallery name for the browser test's before/after screenshots
     container: str = ".widget-interact"  # browser test: the app's root element in the cell's output
@@ -76,14 +78,16 @@ CASES: list[WidgetCase] = [
                  "steps": 3},
         ui=(UI("select", "pl-layer", "relu2_2", nth=0), UI("select", "pl-layer", "relu1_2", nth=1),
             UI("slider", "pl-weight", 4, nth=1, readout="10.0")),  # 4 steps of 10^0.25: 1 -> 10
-        label="1*relu2_2+10*relu1_2 [l1+l2]",
-        ui_label="1*relu2_2+10*relu1_2 [l1]",
+        run={"label": "1*relu2_2+10*relu1_2 [l1+l2]",
+             "spec": {"image": "coffee", "distance": "l1+l2", "steps": 3,
+                      "layers": [["relu2_2", 1.0], ["relu1_2", 10.0]]}},
+        ui_run={"label": "1*relu2_2+10*relu1_2 [l1]",
+                "spec": {"distance": "l1", "layers": [["relu2_2", 1.0], ["relu1_2", 10.0]]}},
+        title="1*relu2_2+10*relu1_2 [l1+l2]",
         terms={"feat/relu2_2": 1.0, "feat/relu1_2": 10.0},
         ui_terms={"feat/relu2_2": 1.0, "feat/relu1_2": 10.0},
         total_term="feat",
         absent_terms=("feat/conv3_3",),
-        spec={"image": "coffee", "distance": "l1+l2", "steps": 3, "layers": [["relu2_2", 1.0], ["relu1_2", 10.0]]},
-        ui_spec={"distance": "l1", "layers": [["relu2_2", 1.0], ["relu1_2", 10.0]]},
         steps=3,
         screenshot="01_reconstruction_app",
     ),
@@ -96,18 +100,41 @@ CASES: list[WidgetCase] = [
         changes={"layers": ("relu2_1", "relu1_1"), "steps": 4, "init": "grey"},
         ui=(UI("select_multiple", "pl-layer", ("relu1_1", "relu2_1")),
             UI("slider", "pl-steps", 40, readout="50")),  # quick mode's 10 steps + 40
-        label="relu1_1+relu2_1",
-        ui_label="relu1_1+relu2_1 [noise]",
+        run={"label": "relu1_1+relu2_1",
+             "spec": {"task": "style", "init": "grey", "steps": 4, "layers": [["relu1_1", 1.0], ["relu2_1", 1.0]]}},
+        ui_run={"label": "relu1_1+relu2_1 [noise]",
+                "spec": {"task": "style", "init": "noise", "steps": 50,
+                         "layers": [["relu1_1", 1.0], ["relu2_1", 1.0]]}},
+        title="relu1_1+relu2_1",
         terms={"style/relu1_1": 1.0, "style/relu2_1": 1.0},
         ui_terms={"style/relu1_1": 1.0, "style/relu2_1": 1.0},
         total_term="style",
         absent_terms=("style/relu3_3",),
-        spec={"task": "style", "init": "grey", "steps": 4, "layers": [["relu1_1", 1.0], ["relu2_1", 1.0]]},
-        ui_spec={"task": "style", "init": "noise", "steps": 50, "layers": [["relu1_1", 1.0], ["relu2_1", 1.0]]},
         steps=4,
         screenshot="01_style_app",
     ),
 ]
+
+# Runs in the kernel (a lambda, so that it also fits a user expression): app.last_run as JSON-able data.
+JSONABLE = ("lambda o: f'<{type(o).__name__} {tuple(o.shape)}>' if hasattr(o, 'shape') "
+            "else (sorted(o) if isinstance(o, (set, frozenset)) else repr(o)[:200])")
+
+
+def missing_items(expected, actual, path: str = "last_run") -> list[str]:
+    """Where ``actual`` differs from ``expected`` (dicts: only the keys ``expected`` lists; tuples = lists)."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path} = {actual!r}, want a dict with {expected!r}"]
+        return [m for k, v in expected.items() for m in missing_items(v, actual.get(k), f"{path}[{k!r}]")]
+    if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
+        if len(expected) == len(actual):
+            return [m for i, (e, a) in enumerate(zip(expected, actual)) for m in missing_items(e, a, f"{path}[{i}]")]
+    elif isinstance(expected, float) and isinstance(actual, (int, float)):
+        if math.isclose(expected, actual, rel_tol=1e-6):
+            return []
+    elif expected == actual:
+        return []
+    return [f"{path} = {actual!r}, want {expected!r}"]
 
 
 def notebooks_with_widgets() -> list[str]:
@@ -118,7 +145,7 @@ def cases_for(notebook: str) -> list[WidgetCase]:
     return [c for c in CASES if c.notebook == notebook]
 
 
-def check_terms(final: dict, terms: dict, total_term: str | None, absent: tuple = ()):
+def check_terms(final: dict | None, terms: dict, total_term: str | None, absent: tuple = ()):
     """The loss terms name the chosen layers and the weights entered the total: total = sum(w * term)."""
     assert final, "the run reported no loss terms"
     missing = [t for t in terms if t not in final]
