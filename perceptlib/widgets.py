@@ -396,13 +396,14 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
                                                       steps=min(int(steps), int(quick_steps)),
                                                       checkpoint_every=min(int(steps), int(quick_steps)))
         ran = dataclasses.replace(ran, log_every=max(1, ran.steps // 100))
-        folder = out_dir or tempfile.mkdtemp(prefix="pl_sr_train_")
-        t0 = time.perf_counter()
-        hist = train_sr(ran, folder, resume=False, progress=False, images=train_images)
-        seconds = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory(prefix="pl_sr_train_") as tmp:  # checkpoints kept only with out_dir
+            folder = out_dir or tmp
+            t0 = time.perf_counter()
+            hist = train_sr(ran, folder, resume=False, progress=False, images=train_images)
+            seconds = time.perf_counter() - t0
+            net = load_sr(folder, device=dev)
         per_step = seconds / max(1, ran.steps)
         estimate = per_step * chosen.steps * (chosen.patch_size / ran.patch_size) ** 2
-        net = load_sr(folder, device=dev)
         hr = mod_crop(_sr_image(eval_images[image]), ran.scale)
         lr = degrade(hr, ran.scale, None, quantize_lr=True)
         sr = upscale(net, lr).clamp(0, 1)
