@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -32,69 +30,10 @@ from perceptlib.config import PAPER_STYLE
 from perceptlib.data import image_paths
 from perceptlib.images import load_image
 from perceptlib.nets import TransformerNet
-from perceptlib.style import build_style_loss, load_style, optimise_style
+from perceptlib.speed import time_network, time_optimisation
+from perceptlib.style import load_style
 
 PAPER = {256: (3.17, 9.52, 15.86, 0.015), 512: (10.97, 32.91, 54.85, 0.05), 1024: (42.89, 128.66, 214.44, 0.21)}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def square(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre square crop of ``(3, H, W)`` resized to ``size`` (antialiased bilinear)."""
-    h, w = img.shape[-2:]
-    s = min(h, w)
-    crop = img[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return torch.nn.functional.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True,
-                                           align_corners=False)[0].clamp(0, 1)
-
-
-def time_network(net: torch.nn.Module, size: int, device: torch.device, repeats: int) -> float:
-    x = torch.rand(1, 3, size, size, device=device)
-    with torch.no_grad():
-        for _ in range(3):
-            net(x)
-        _sync(device)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            net(x)
-            _sync(device)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def time_optimisation(content: torch.Tensor, style: Path, size: int, device: torch.device, iters: list[int],
-                      budget: float) -> tuple[dict[int, tuple[float, bool]], float]:
-    """{iterations: (seconds, measured)} and the final total loss."""
-    cfg = PAPER_STYLE
-    loss = build_style_loss(cfg, style, device=device)
-    stamps: list[float] = []
-    t0 = [0.0]
-
-    def cb(step, terms, image):
-        stamps.append(time.perf_counter() - t0[0])
-        if len(stamps) >= 3 and len(stamps) < max(iters):  # projected time of the whole run
-            per = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-            return stamps[0] + per * (max(iters) - 1) > budget and stamps[-1] > min(budget / 4, 10)
-        return False
-
-    optimise_style(square(content, size), style, cfg, steps=3, init="noise", device=device, progress=False,
-                   loss=loss)  # warm-up: CUDA context, cuDNN algorithm choice, allocator
-    _sync(device)
-    t0[0] = time.perf_counter()
-    rec = optimise_style(square(content, size), style, cfg, steps=max(iters), init="noise", device=device,
-                         progress=False, loss=loss, callback=cb)
-    per = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
-    out = {}
-    for n in iters:
-        if n <= len(stamps):
-            out[n] = (stamps[n - 1], True)
-        else:
-            out[n] = (stamps[0] + per * (n - 1), False)
-    return out, rec.final_loss
 
 
 def main() -> None:
@@ -120,7 +59,8 @@ def main() -> None:
     net = load_style(args.model, device=device) if args.model else TransformerNet().to(device).eval()
     rows, finals = [], {}
     for size in args.sizes:
-        opt, final = time_optimisation(content, style_file, size, device, sorted(args.iters), args.budget)
+        opt, final = time_optimisation(content, style_file, PAPER_STYLE, size, sorted(args.iters), device,
+                                       args.budget)
         finals[size] = final
         for n, (sec, measured) in opt.items():
             rows.append({"size": size, "method": "optimisation", "iterations": n, "seconds": sec, "measured": measured})

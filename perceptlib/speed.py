@@ -1,0 +1,81 @@
+"""Timing of style transfer as in the paper's Table 1: one forward pass of a transformation network vs
+``n`` iterations of the optimisation baseline (:func:`perceptlib.style.optimise_style`), on any device.
+
+``time_network`` is the median of timed passes after warm-up; ``time_optimisation`` times one run from
+white noise to each requested evaluation count and, when the run would exceed ``budget`` seconds,
+stops early and extrapolates the rest from the measured time per evaluation (``measured=False``).
+CUDA work is synchronised before every clock read.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["square_crop", "time_network", "time_optimisation"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def square_crop(img: Tensor, size: int) -> Tensor:
+    """Centre square crop of ``(3, H, W)`` in [0, 1], resized to ``size``² (antialiased bilinear)."""
+    h, w = img.shape[-2:]
+    s = min(h, w)
+    crop = img[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s].reshape(1, 3, s, s)
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
+def time_network(net: nn.Module, size: int, device: str | torch.device = "cpu", repeats: int = 10,
+                 warmup: int = 2) -> float:
+    """Median seconds of one no-grad forward pass of ``net`` on a ``(1, 3, size, size)`` batch."""
+    device = torch.device(device)
+    net = net.to(device).eval()
+    x = torch.rand(1, 3, size, size, device=device)
+    times = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            net(x)
+        _sync(device)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            net(x)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def time_optimisation(content: Tensor, style: Tensor | str | os.PathLike, cfg, size: int, iters: list[int],
+                      device: str | torch.device = "cpu", budget: float = 60.0
+                      ) -> tuple[dict[int, tuple[float, bool]], float]:
+    """``({n: (seconds, measured)}, final total loss)`` for the optimisation baseline at ``size``² on
+    ``content`` (centre-cropped), with ``cfg``'s loss (a :class:`~perceptlib.config.StyleConfig`)."""
+    from .style import build_style_loss, optimise_style
+
+    device = torch.device(device)
+    iters = sorted(iters)
+    loss = build_style_loss(cfg, style, device=device)
+    photo = square_crop(content, size)
+    optimise_style(photo, style, cfg, steps=3, device=device, progress=False, loss=loss)  # warm-up
+    stamps: list[float] = []
+    t0 = [0.0]
+
+    def cb(step, terms, image):
+        stamps.append(time.perf_counter() - t0[0])
+        if 3 <= len(stamps) < iters[-1]:
+            per = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+            return stamps[0] + per * (iters[-1] - 1) > budget and stamps[-1] > min(budget / 4, 10)
+        return False
+
+    _sync(device)
+    t0[0] = time.perf_counter()
+    rec = optimise_style(photo, style, cfg, steps=iters[-1], device=device, progress=False, loss=loss, callback=cb)
+    per = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+    out = {n: ((stamps[n - 1], True) if n <= len(stamps) else (stamps[0] + per * (n - 1), False)) for n in iters}
+    return out, rec.final_loss
