@@ -143,3 +143,19 @@ def test_load_style_refuses_an_sr_checkpoint(tmp_path):
                 "model": SRNet(scale=2, channels=4, blocks=1).state_dict()}, tmp_path / "model.pt")
     with pytest.raises(CheckpointError, match="holds a SRNet network, expected TransformerNet"):
         load_style(tmp_path)
+
+
+def test_speed_helpers_measure_and_extrapolate(files, real_weights):
+    from perceptlib.nets import TransformerNet
+    from perceptlib.speed import square_crop, time_network, time_optimisation
+
+    _, style = files
+    assert square_crop(torch.rand(3, 40, 60), 16).shape == (3, 16, 16)
+    assert 0 < time_network(TransformerNet(channels=4), 32, "cpu", repeats=2) < 10
+    cfg = dataclasses.replace(TINY, style_size=32)
+    content = load_asset("chelsea", 48)[0]
+    full, loss = time_optimisation(content, style, cfg, 32, [2, 4], "cpu", budget=1e9)
+    assert all(m for _, m in full.values()) and 0 < full[2][0] < full[4][0] and loss > 0
+    # a budget far below the run's time: stops after a few evaluations, the rest is extrapolated
+    cut, _ = time_optimisation(content, style, cfg, 32, [3, 400], "cpu", budget=1e-3)
+    assert cut[3][1] and not cut[400][1] and cut[400][0] > cut[3][0]
