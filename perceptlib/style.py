@@ -13,7 +13,6 @@ Typical use::
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 

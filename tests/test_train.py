@@ -135,7 +135,6 @@ def test_workers_give_the_same_run(tmp_path):
 def test_time_limit_stops_cleanly_and_resumes_exactly(tmp_path):
     ref_model, ref_hist = run(tmp_path / "ref", 8)
     cfg = dataclasses.replace(BASE, steps=8)
-    clock = {"calls": 0}
 
     class SlowLoss(Loss):  # each step takes > 0.1 s: a 0.25 s limit stops after a few steps
         def __call__(self, model, batch):
