@@ -343,8 +343,7 @@ def test_widgets_in_jupyterlab(notebook, lab, page):
             expect(app.locator(".pl-run")).to_be_visible()
             img = app.locator(".widget-output img")
             before = img.get_attribute("src") if img.count() else None
-            # (a before shot without a figure is only controls: kept in out/browser, not in the gallery)
-            shot(app, f"{case.screenshot or case.id}_before", gallery_width=560 if before else None)
+            shot(app, f"{case.screenshot or case.id}_before", gallery_width=560 if case.gallery_before else None)
             for ui in case.ui:
                 act(app, ui)
             app.locator(".pl-run").click()

@@ -62,7 +62,8 @@ class WidgetCase:
     total_term: str | None = None
     absent_terms: tuple[str, ...] = ()  # terms of the previous run that must be gone
     steps: int | None = None  # kernel test: len(app.last_run["history"])
-    screenshot: str | None = None  # gallery name for the browser test's before/after screenshots
+    screenshot: str | None = None  # file name stem for the browser test's before/after screenshots
+    gallery_before: bool = False  # the README gallery gets the "after" shot, and with this the "before" one
     container: str = ".widget-interact"  # browser test: the app's root element in the cell's output
 
 
@@ -90,6 +91,7 @@ CASES: list[WidgetCase] = [
         absent_terms=("feat/conv3_3",),
         steps=3,
         screenshot="01_reconstruction_app",
+        gallery_before=True,
     ),
     WidgetCase(
         id="01-style",
@@ -113,6 +115,34 @@ CASES: list[WidgetCase] = [
         steps=4,
         screenshot="01_style_app",
     ),
+    WidgetCase(
+        id="02-sr-compare",
+        notebook="02_super_resolution.ipynb",
+        factory="sr_compare_app",
+        app="compare_app",
+        cell="compare_app = sr_compare_app(",
+        # the notebook's own cell left two x4 models on a crop, histogram-matched ("... + h.m." panels)
+        changes={"hist_match": False, "size": 48},
+        ui=(UI("checkbox", "pl-histmatch", False), UI("slider", "pl-crop-size", -6, readout="48")),  # 96 - 6 * 8
+        run={"hist_match": False, "box": [..., ..., 48], "psnr": {"x4 l_pixel (H100)": ..., "x4 l_feat (H100)": ...}},
+        ui_run={"hist_match": False, "box": [..., ..., 48], "psnr": {"x4 l_feat (H100)": ...}},
+        title="x4 l_feat (H100)\n",  # the model's panel without "+ h.m."
+        screenshot="02_sr_compare_app",
+    ),
+    WidgetCase(
+        id="02-sr-train",
+        notebook="02_super_resolution.ipynb",
+        factory="sr_train_app",
+        app="train_app",
+        cell="train_app = sr_train_app(",
+        # the notebook's own cell left relu2_2 + 1e6 pixel at the paper's patch size (a CPU runs the quick size)
+        changes={"layer1": "relu1_2", "weight1": 10.0, "patch": 48, "steps": 3},
+        ui=(UI("select", "pl-layer", "relu1_2", nth=0), UI("slider", "pl-weight", 4, nth=0, readout="10.0")),
+        run={"label": "10*relu1_2 + 1e+06*pixel"},
+        ui_run={"label": "10*relu1_2 + 1e+06*pixel"},
+        title="loss: 10*relu1_2 + 1e+06*pixel",
+        screenshot="02_sr_train_app",
+    ),
 ]
 
 # Runs in the kernel (a lambda, so that it also fits a user expression): app.last_run as JSON-able data.
@@ -121,7 +151,10 @@ JSONABLE = ("lambda o: f'<{type(o).__name__} {tuple(o.shape)}>' if hasattr(o, 's
 
 
 def missing_items(expected, actual, path: str = "last_run") -> list[str]:
-    """Where ``actual`` differs from ``expected`` (dicts: only the keys ``expected`` lists; tuples = lists)."""
+    """Where ``actual`` differs from ``expected`` (dicts: only the keys ``expected`` lists; tuples = lists;
+    ``...`` matches any value that is present)."""
+    if expected is ...:
+        return [] if actual is not None else [f"{path} is missing"]
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
             return [f"{path} = {actual!r}, want a dict with {expected!r}"]
