@@ -377,5 +377,7 @@ def test_key_figures_render(lab, page):
                 img.scroll_into_view_if_needed()
                 width = img.evaluate("i => i.decode().then(() => i.naturalWidth)")
                 assert width > 100, f"{fig.name}: image {width} px wide"
+                height = img.bounding_box()["height"]  # JupyterLab scrolls inside; taller shots come out clipped
+                assert height < 900, f"{fig.name}: {height:.0f} px tall, too tall for a screenshot; pick another"
                 shot(img, fig.name, gallery_width=720)
         lab.shutdown_kernels()

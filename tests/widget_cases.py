@@ -143,6 +143,24 @@ CASES: list[WidgetCase] = [
         title="loss: 10*relu1_2 + 1e+06*pixel",
         screenshot="02_sr_train_app",
     ),
+    WidgetCase(
+        id="03-style-transfer",
+        notebook="03_style_transfer.ipynb",
+        factory="style_transfer_app",
+        app="app",
+        cell="app = style_transfer_app(",
+        # the notebook's own cell ran it once with the config's four style layers and style weight 5
+        changes={"style_layers": ("relu2_2", "relu1_2"), "style_weight": 100.0, "steps": 3},
+        ui=(UI("select_multiple", "pl-layer", ("relu1_2", "relu2_2")), UI("slider", "pl-style-weight", 4, readout="56.2")),  # 5 -> 10^1.75 on the 0.25 grid
+        run={"style_layers": ["relu1_2", "relu2_2"], "method": "optimise"},
+        ui_run={"style_layers": ["relu1_2", "relu2_2"]},
+        title="s 100 tv",  # the caption's "weights c ... s <style weight> tv ..."
+        terms={"style/relu1_2": 1.0, "style/relu2_2": 1.0},
+        ui_terms={"style/relu1_2": 1.0, "style/relu2_2": 1.0},
+        terms_key="terms",
+        absent_terms=("style/relu3_3", "style/relu4_3"),
+        screenshot="03_style_transfer_app",
+    ),
 ]
 
 # Runs in the kernel (a lambda, so that it also fits a user expression): app.last_run as JSON-able data.
@@ -213,4 +231,6 @@ KEY_FIGURES: list[KeyFigure] = [
               "01 · Fig. 4: style reconstruction from Gram matrices"),
     KeyFigure("02_super_resolution.ipynb", "histogram_match(", "02_sr_x4",
               "02 · ×4 super-resolution: bicubic, ℓ_pixel, ℓ_feat"),
+    KeyFigure("03_style_transfer.ipynb", "for res, mk, lab in ((gpu_speed", "03_table1_speed",
+              "03 · Table 1: seconds per image, trained network vs optimisation"),
 ]
