@@ -323,7 +323,7 @@ def act(app, ui: UI):
         expect(control.locator(".widget-readout")).to_have_text(ui.readout)
 
 
-@pytest.mark.timeout(300)  # ~20 s here; includes the server start for the first test
+@pytest.mark.timeout(300)  # 01: ~20 s, 02: ~50 s here (2 busy cores); the first includes the server start
 @pytest.mark.parametrize("notebook", notebooks_with_widgets())
 def test_widgets_in_jupyterlab(notebook, lab, page):
     from playwright.sync_api import expect
@@ -363,7 +363,7 @@ def test_widgets_in_jupyterlab(notebook, lab, page):
     print(f"{notebook}: " + ", ".join(timings))
 
 
-@pytest.mark.timeout(180)  # ~16 s here
+@pytest.mark.timeout(180)  # ~20-25 s here (5 notebooks)
 def test_key_figures_render(lab, page):
     """The committed notebooks open in JupyterLab and their key figures render (nothing is executed)."""
     from playwright.sync_api import expect
