@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .config import SRConfig
 from .losses import PerceptualLoss
 from .nets import SRNet
-from .train import History, load_model, train
+from .train import History, infer, load_model, train
 
 __all__ = ["SRLoss", "ImageCache", "build_sr_model", "build_sr_loss", "build_sr_data", "training_images", "train_sr",
            "upscale",
@@ -174,14 +174,7 @@ def upscale(model: nn.Module, lr: Tensor, hist_match: bool = False) -> Tensor:
         got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
         raise ValueError(f"lr must be a (3, h, w) or (N, 3, h, w) tensor, got {got}")
     batch = lr.unsqueeze(0) if lr.dim() == 3 else lr
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(batch.float().to(device)).float().cpu()
-    finally:
-        model.train(was_training)
+    out = infer(model, batch)
     if hist_match:
         out = histogram_match(out, batch.float().cpu())
     return out[0] if lr.dim() == 3 else out

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .config import StyleConfig
 from .losses import PerceptualLoss
 from .nets import TransformerNet
-from .train import History, load_model, train
+from .train import History, infer, load_model, train
 
 __all__ = ["StyleDataset", "StyleLoss", "style_image_tensor", "build_style_model", "build_style_loss",
            "train_style", "load_style", "style_of", "stylize", "optimise_style", "style_loss_of", "compare_with_optimisation"]
@@ -190,14 +190,7 @@ def stylize(model: nn.Module, image: Tensor) -> Tensor:
     if not image.is_floating_point():
         raise TypeError(f"expected a float image in [0, 1], got dtype {image.dtype}; use x.float() / 255")
     batch = image[None] if image.dim() == 3 else image
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(batch.float().to(device)).float().cpu()
-    finally:
-        model.train(was_training)
+    out = infer(model, batch)
     return out[0] if image.dim() == 3 else out
 
 

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "History", "IndexSampler", "TrainingDivergedError", "CheckpointError", "train", "load_checkpoint",
-    "load_model", "CHECKPOINT", "MODEL_FILE",
+    "load_model", "infer", "CHECKPOINT", "MODEL_FILE",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -251,6 +251,19 @@ def load_model(path: str | os.PathLike, expect: str | None = None,
     model.train_config = ckpt.get("config")  # type: ignore[assignment]
     model.train_step = ckpt.get("step")  # type: ignore[assignment]
     return model.to(device).eval()
+
+
+def infer(model: nn.Module, batch: Tensor) -> Tensor:
+    """``model(batch)`` in eval mode, without grad, on the model's device -> float32 on the CPU; the
+    model's train/eval mode is restored afterwards. ``batch``: ``(N, C, H, W)``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(batch.float().to(device)).float().cpu()
+    finally:
+        model.train(was_training)
 
 
 def _resolve_device(name: str | None) -> torch.device:

@@ -151,6 +151,7 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
 
     from .config import PAPER_STYLE
     from .plots import plot_images
+    from .speed import square_crop
     from .style import build_style_loss, load_style, optimise_style, style_loss_of, stylize
     from .vgg import layer_channels
 
@@ -178,15 +179,6 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
                              continuous_update=False).add_class("pl-steps"),
     }
 
-    def square(img: Tensor) -> Tensor:
-        import torch.nn.functional as F
-
-        h, w = img.shape[-2:]
-        s = min(h, w)
-        crop = img[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        return F.interpolate(crop.reshape(1, 3, s, s), size=(size, size), mode="bilinear", antialias=True,
-                             align_corners=False)[0].clamp(0, 1)
-
     def run(style, content, method, content_weight, style_weight, tv_weight, style_layers, steps):
         if not style_layers:
             raise ValueError("pick at least one style layer")
@@ -194,7 +186,7 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
         cfg = dataclasses.replace(base, content_weight=float(content_weight), style_weight=float(style_weight),
                                   tv_weight=float(tv_weight),
                                   style_layers=tuple((n, 1.0 / layer_channels(n) ** 2) for n in ordered))
-        photo = square(contents[content])
+        photo = square_crop(contents[content], size)
         loss = build_style_loss(cfg, styles[style], device=device)
         t = time.perf_counter()
         if method == "network":

@@ -22,15 +22,8 @@ import torch
 
 from perceptlib.config import config_from_dict
 from perceptlib.images import find_images, load_image, save_image
+from perceptlib.speed import square_crop
 from perceptlib.style import compare_with_optimisation, load_style, style_of
-
-
-def square(img: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    s = min(h, w)
-    crop = img[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return torch.nn.functional.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True,
-                                           align_corners=False)[0].clamp(0, 1)
 
 
 def _write(out: Path, device: torch.device, args: argparse.Namespace, runs: list) -> None:
@@ -96,7 +89,7 @@ def main() -> None:
         cfg = config_from_dict(net.train_config)
         cfg = type(cfg)(**{**cfg.__dict__, "device": str(device)})
         for photo in photos:
-            content = square(load_image(photo), args.size)
+            content = square_crop(load_image(photo), args.size)
             save_image(content, out / f"content__{photo.stem}.{args.ext}")
             res = compare_with_optimisation(net, content, style[None], cfg, steps=args.steps, device=device)
             row = {"style": name, "content": photo.stem, "size": args.size, "model": str(m),
