@@ -50,6 +50,7 @@ def _sr_eval(args: argparse.Namespace) -> int:
     from .degrade import bicubic_upsample
     from .images import find_images
     from .metrics import evaluate_sr
+    from .precision import resolve_precision
 
     if args.set:
         from .data import image_paths, set_info
@@ -67,11 +68,12 @@ def _sr_eval(args: argparse.Namespace) -> int:
         model = load_sr(args.model, device=_device(args.device))
         if args.scale and args.scale != model.scale:
             raise ValueError(f"--scale {args.scale} but the model {args.model} upscales x{model.scale}")
-        method, scale, upscale_fn = "model", model.scale, sr_upscale_fn(model, args.hist_match)
+        method, scale, upscale_fn = "model", model.scale, sr_upscale_fn(model, args.hist_match, args.precision)
         cfg = model.train_config or {}
         model_meta = {"path": str(args.model), "step": model.train_step, "loss": cfg.get("loss"),
                       "layers": cfg.get("layers"), "pixel_weight": cfg.get("pixel_weight"),
-                      "hist_match": bool(args.hist_match)}
+                      "hist_match": bool(args.hist_match),
+                      "precision": resolve_precision(args.precision, _device(args.device))}
     elif args.hist_match:
         raise ValueError("--hist-match needs --model")
     res = evaluate_sr(paths, upscale_fn, scale, args.blur,
@@ -107,6 +109,7 @@ def _add_sr_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hist-match", action="store_true",
                    help="with --model: match the output's histogram to the LR input (the paper's post-processing)")
     p.add_argument("--device", default="auto", help="device for --model: auto (cuda if available), cpu, cuda")
+    _add_precision_flag(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--hr-dir", help="folder of HR images (png/jpg/bmp/tif/webp)")
     src.add_argument("--set", choices=["set5", "set14", "bsd100"],
@@ -280,11 +283,14 @@ def _stylize(args: argparse.Namespace) -> int:
     from .images import load_image, save_image
     from .style import load_style, stylize
 
-    model = load_style(args.model, device=_device(args.device))
+    from .precision import resolve_precision
+
+    device = _device(args.device)
+    model = load_style(args.model, device=device)
     img = load_image(args.input)
-    out = save_image(stylize(model, img), args.output)
+    out = save_image(stylize(model, img, precision=args.precision), args.output)
     print(f"{args.input} {img.shape[-1]}x{img.shape[-2]} -> {out} (style network {args.model}, "
-          f"step {model.train_step})")
+          f"step {model.train_step}; {device}, {resolve_precision(args.precision, device)})")
     return 0
 
 
@@ -294,6 +300,7 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="IN", help="content image")
     p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    _add_precision_flag(p)
     p.set_defaults(func=_stylize)
 
 
@@ -314,13 +321,25 @@ def _upscale(args: argparse.Namespace) -> int:
     from .images import load_image, save_image
     from .sr import load_sr, upscale
 
-    model = load_sr(args.model, device=_device(args.device))
+    from .precision import resolve_precision
+
+    device = _device(args.device)
+    model = load_sr(args.model, device=device)
     lr = load_image(args.input)
-    sr = upscale(model, lr, hist_match=args.hist_match)
+    sr = upscale(model, lr, hist_match=args.hist_match, precision=args.precision)
     out = save_image(sr, args.output)
     print(f"{args.input} {lr.shape[-1]}x{lr.shape[-2]} -> {out} {sr.shape[-1]}x{sr.shape[-2]} "
-          f"(x{model.scale}{', histogram-matched' if args.hist_match else ''})")
+          f"(x{model.scale}{', histogram-matched' if args.hist_match else ''}; {device}, "
+          f"{resolve_precision(args.precision, device)})")
     return 0
+
+
+def _add_precision_flag(p: argparse.ArgumentParser) -> None:
+    from .precision import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512_BF16/AMX), else fp32; "
+                        "bf16; off: fp32")
 
 
 def _add_upscale(sub: argparse._SubParsersAction) -> None:
@@ -331,6 +350,7 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hist-match", action="store_true",
                    help="match the output's histogram to the input's (the paper's post-processing)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    _add_precision_flag(p)
     p.set_defaults(func=_upscale)
 
 

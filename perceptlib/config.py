@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from .precision import PRECISIONS
+
 __all__ = ["MODES", "resolve_mode", "default_device"]
 
 MODES = ("quick", "cpu", "paper")
@@ -120,7 +122,9 @@ class SRConfig:
     log_every: int = _f(100, "steps averaged per history entry", "ours")
     eval_limit: int = _f(0, "images per evaluation set (0 = all)", "ours")
     device: str = _f("auto", "cuda, cpu or auto", "[P] one GTX Titan X GPU")
-    amp: bool = _f(True, "bf16 autocast (CUDA only)", "[P] none (Torch fp32); ours, CUDA only")
+    precision: str = _f("auto", "auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), bf16 "
+                        "or off (fp32); Grams, losses and the optimiser stay fp32",
+                        "[P] fp32 (Torch); ours: perceptlib.precision", PRECISIONS)
     channels_last: bool = _f(True, "channels_last memory format (CUDA only)", "ours, CUDA only")
 
     def __post_init__(self) -> None:
@@ -133,6 +137,7 @@ class SRConfig:
         _check_choice(self.distance, ("l2", "l1", "l1+l2"), "distance")
         _check_choice(self.upsample, ("deconv", "nearest-conv"), "upsample")
         _check_choice(self.norm, ("batch", "instance", "none"), "norm")
+        _check_choice(self.precision, PRECISIONS, "precision")
         object.__setattr__(self, "layers", parse_layers(self.layers))
         if self.loss == "feat" and not self.layers and not self.pixel_weight:
             raise ValueError("loss='feat' needs feature layers or a pixel_weight")
@@ -186,7 +191,9 @@ class StyleConfig:
     checkpoint_every: int = _f(1000, "steps between checkpoints", "ours")
     log_every: int = _f(100, "steps averaged per history entry", "ours")
     device: str = _f("auto", "cuda, cpu or auto", "[P] one GTX Titan X GPU")
-    amp: bool = _f(True, "bf16 autocast (CUDA only)", "[P] none (Torch fp32); ours, CUDA only")
+    precision: str = _f("auto", "auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), bf16 "
+                        "or off (fp32); Grams, losses and the optimiser stay fp32",
+                        "[P] fp32 (Torch); ours: perceptlib.precision", PRECISIONS)
     channels_last: bool = _f(True, "channels_last memory format (CUDA only)", "ours, CUDA only")
 
     def __post_init__(self) -> None:
@@ -194,6 +201,7 @@ class StyleConfig:
         _check_choice(self.norm, ("batch", "instance", "none"), "norm")
         _check_choice(self.padding, ("paper", "same"), "padding")
         _check_choice(self.upsample, ("deconv", "nearest-conv"), "upsample")
+        _check_choice(self.precision, PRECISIONS, "precision")
         object.__setattr__(self, "content_layers", parse_layers(self.content_layers))
         object.__setattr__(self, "style_layers", parse_layers(self.style_layers))
         _check_positive(self, ("image_size", "batch_size", "steps", "checkpoint_every", "log_every", "channels"))
@@ -267,7 +275,7 @@ def differences(cfg: SRConfig | StyleConfig) -> list[tuple[str, Any, Any, str]]:
             continue
         auto = _MODE_CHANGES.get((type(cfg).__name__, cfg.mode), {}).get(f.name) == o
         reason = _REASONS.get(f.name, "") if auto else "set for this run (not a mode default)"
-        if f.name in ("device", "amp", "channels_last"):
+        if f.name in ("device", "precision", "channels_last"):
             reason = "hardware setting"
         elif f.name == "loss" and o == "pixel":
             reason = "the paper's l_pixel baseline (same data, network and training)"
@@ -276,10 +284,15 @@ def differences(cfg: SRConfig | StyleConfig) -> list[tuple[str, Any, Any, str]]:
 
 
 def config_from_dict(d: dict) -> SRConfig | StyleConfig:
-    """Rebuild a config from :func:`dataclasses.asdict` / JSON (``_type`` selects the class; unknown keys
-    raise ValueError)."""
+    """Rebuild a config from :func:`dataclasses.asdict` / JSON (``_type`` selects the class; other keys
+    starting with ``_`` are records, ignored; unknown keys raise ValueError). Configs written before
+    ``precision`` existed carry ``amp`` (true: bf16 autocast on CUDA, fp32 on CPU); it becomes
+    ``precision`` ``"auto"`` (true) or ``"off"`` (false)."""
     d = dict(d)
     kind = d.pop("_type", None) or ("StyleConfig" if "style_layers" in d else "SRConfig")
+    d = {k: v for k, v in d.items() if not k.startswith("_")}
+    if "amp" in d and "precision" not in d:
+        d["precision"] = "auto" if d.pop("amp") else "off"
     cls = {"SRConfig": SRConfig, "StyleConfig": StyleConfig}.get(kind)
     if cls is None:
         raise ValueError(f"unknown config type {kind!r}")

@@ -56,12 +56,16 @@ def pixel_loss(a: Tensor, b: Tensor, kind: Distance = "l2") -> Tensor:
 
 
 def gram_matrix(f: Tensor) -> Tensor:
-    """Eq. 3: ``(N, C, H, W)`` features -> ``(N, C, C)`` Gram ``F F^T / (C H W)``, in float32."""
+    """Eq. 3: ``(N, C, H, W)`` features -> ``(N, C, C)`` Gram ``F F^T / (C H W)``, in float32.
+
+    The product runs in float32 even under autocast: a bf16 Gram keeps ~3 significant digits, too few
+    for the small differences the style loss measures (and fp16 Grams overflow)."""
     if f.dim() != 4:
         raise ValueError(f"expected (N, C, H, W) features, got shape {tuple(f.shape)}")
     n, c, h, w = f.shape
     flat = f.float().reshape(n, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+    with torch.autocast(f.device.type, enabled=False):
+        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
 def style_loss(pred: Mapping[str, Tensor], target: Mapping[str, Tensor],

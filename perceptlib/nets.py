@@ -56,7 +56,8 @@ def _up(cin: int, cout: int, kind: str, padding_mode: str = "zeros") -> nn.Modul
 
 
 def _scaled_tanh(x: Tensor) -> Tensor:
-    return (torch.tanh(x) + 1) / 2
+    """``(tanh(x) + 1) / 2`` in float32, also under bf16 autocast (bf16 has only ~1/512 resolution near 0.5)."""
+    return (torch.tanh(x.float()) + 1) / 2
 
 
 class ResidualBlock(nn.Module):

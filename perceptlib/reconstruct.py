@@ -102,8 +102,11 @@ def _device_of(loss) -> torch.device:
     return torch.device("cpu")
 
 
-def _terms(loss, x: Tensor) -> tuple[Tensor, dict[str, float]]:
-    out = loss(x, return_terms=True)
+def _terms(loss, x: Tensor, used: str = "fp32") -> tuple[Tensor, dict[str, float]]:
+    from .precision import autocast
+
+    with autocast(used, x.device):
+        out = loss(x, return_terms=True)
     total, terms = out if isinstance(out, tuple) else (out, {})
     vals = {k: float(v) for k, v in terms.items()}
     vals["total"] = float(total.detach())
@@ -114,7 +117,8 @@ def reconstruct(loss, steps: int, optimizer: str = "lbfgs", init: str | Tensor =
                 seed: int = 0, size: int | Sequence[int] | None = None, progress: bool = True,
                 callback: Callable[[int, dict[str, float], Tensor], bool | None] | None = None,
                 normalise: bool = True, chunk: int = 20, noise: float = 0.02,
-                line_search: str | None = "strong_wolfe", device: str | torch.device | None = None) -> Reconstruction:
+                line_search: str | None = "strong_wolfe", device: str | torch.device | None = None,
+                precision: str = "off") -> Reconstruction:
     """Optimise an image to minimise ``loss``; returns a :class:`Reconstruction`.
 
     Args:
@@ -137,6 +141,9 @@ def reconstruct(loss, steps: int, optimizer: str = "lbfgs", init: str | Tensor =
             ``optim.lbfgs``; that diverges on the projected content+style objective, see the tests).
         noise: std of the ``"grey"`` start's noise.
         device: default: where the loss's buffers live.
+        precision: the loss network's precision (``off``: fp32, the default; ``auto``/``bf16``: bf16
+            autocast where supported, :mod:`perceptlib.precision`). The image, its gradient and
+            L-BFGS' state stay fp32 either way.
 
     Raises:
         ReconstructionError: (a ``FloatingPointError``) when the loss or image becomes NaN/inf; it names
@@ -152,7 +159,10 @@ def reconstruct(loss, steps: int, optimizer: str = "lbfgs", init: str | Tensor =
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    from .precision import resolve_precision
+
     device = torch.device(device) if device is not None else _device_of(loss)
+    used = resolve_precision(precision, device)
     target = loss.target_image
     want = _size(size) if size is not None else (tuple(target.shape[-2:]) if target is not None else None)
     if isinstance(init, Tensor):
@@ -195,7 +205,7 @@ def reconstruct(loss, steps: int, optimizer: str = "lbfgs", init: str | Tensor =
         if not torch.isfinite(x.detach()).all():
             raise fail(step, {}, "the image became NaN/inf")
         xc = x.clamp(0, 1)
-        total, terms = _terms(loss, xc)
+        total, terms = _terms(loss, xc, used)
         if not math.isfinite(terms["total"]):
             raise fail(step, terms, "the loss is not finite")
         if state["scale"] is None:
@@ -236,7 +246,7 @@ def reconstruct(loss, steps: int, optimizer: str = "lbfgs", init: str | Tensor =
         bar.close()
     if optimizer == "adam" and len(history) == steps and not state["stop"]:
         with torch.no_grad():  # Adam's last update has not been evaluated yet
-            _, terms = _terms(loss, x.detach().clamp(0, 1))
+            _, terms = _terms(loss, x.detach().clamp(0, 1), used)
         if math.isfinite(terms["total"]) and terms["total"] <= state["best_terms"]["total"]:
             state["best"], state["best_terms"] = x.detach().clamp(0, 1), terms
     return Reconstruction(image=state["best"].cpu(), history=history, seconds=time.perf_counter() - start,

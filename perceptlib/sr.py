@@ -166,20 +166,21 @@ def histogram_match(sr: Tensor, lr: Tensor) -> Tensor:
     return torch.from_numpy(out).to(dtype=sr.dtype, device=sr.device)
 
 
-def upscale(model: nn.Module, lr: Tensor, hist_match: bool = False) -> Tensor:
+def upscale(model: nn.Module, lr: Tensor, hist_match: bool = False, precision: str = "auto") -> Tensor:
     """Super-resolve ``lr`` ``(3, h, w)`` or ``(N, 3, h, w)`` float in ``[0, 1]`` with ``model`` (eval mode,
     no grad, on the model's device) -> ``(…, 3, s*h, s*w)`` float32 in ``[0, 1]`` on the CPU.
-    ``hist_match``: apply :func:`histogram_match` to the LR input (the paper's post-processing)."""
+    ``hist_match``: apply :func:`histogram_match` to the LR input (the paper's post-processing).
+    ``precision``: ``auto`` (bf16 where the device has it), ``bf16`` or ``off`` (:mod:`perceptlib.precision`)."""
     if not isinstance(lr, Tensor) or lr.dim() not in (3, 4) or lr.shape[-3] != 3:
         got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
         raise ValueError(f"lr must be a (3, h, w) or (N, 3, h, w) tensor, got {got}")
     batch = lr.unsqueeze(0) if lr.dim() == 3 else lr
-    out = infer(model, batch)
+    out = infer(model, batch, precision)
     if hist_match:
         out = histogram_match(out, batch.float().cpu())
     return out[0] if lr.dim() == 3 else out
 
 
-def sr_upscale_fn(model: nn.Module, hist_match: bool = False):
-    """``lambda lr: upscale(model, lr, hist_match)`` for :func:`perceptlib.metrics.evaluate_sr`."""
-    return lambda lr: upscale(model, lr, hist_match)
+def sr_upscale_fn(model: nn.Module, hist_match: bool = False, precision: str = "auto"):
+    """``lambda lr: upscale(model, lr, hist_match, precision)`` for :func:`perceptlib.metrics.evaluate_sr`."""
+    return lambda lr: upscale(model, lr, hist_match, precision)

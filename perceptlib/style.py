@@ -181,16 +181,17 @@ def load_style(path: str | os.PathLike, device: str | torch.device = "cpu") -> T
     return load_model(path, expect="TransformerNet", device=device)  # type: ignore[return-value]
 
 
-def stylize(model: nn.Module, image: Tensor) -> Tensor:
+def stylize(model: nn.Module, image: Tensor, precision: str = "auto") -> Tensor:
     """Stylise ``image`` ``(3, H, W)`` or ``(N, 3, H, W)`` float in [0, 1], any size, with a trained network
-    (eval mode, no grad, on the model's device) -> the same shape, float32 in [0, 1] on the CPU."""
+    (eval mode, no grad, on the model's device) -> the same shape, float32 in [0, 1] on the CPU.
+    ``precision``: ``auto`` (bf16 where the device has it), ``bf16`` or ``off`` (:mod:`perceptlib.precision`)."""
     if not isinstance(image, Tensor) or image.dim() not in (3, 4) or image.shape[-3] != 3:
         got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(f"image must be a (3, H, W) or (N, 3, H, W) tensor, got {got}")
     if not image.is_floating_point():
         raise TypeError(f"expected a float image in [0, 1], got dtype {image.dtype}; use x.float() / 255")
     batch = image[None] if image.dim() == 3 else image
-    out = infer(model, batch)
+    out = infer(model, batch, precision)
     return out[0] if image.dim() == 3 else out
 
 

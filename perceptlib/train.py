@@ -11,7 +11,7 @@ in ``out_dir`` (only the latest of each is kept; every write is atomic):
 - ``config.json`` and ``history.json``: the same config and loss history as text.
 
 ``cfg`` is any dataclass with ``steps``, ``batch_size``, ``lr``, ``seed``, ``checkpoint_every``,
-``log_every``, ``device``, ``amp`` and ``channels_last`` fields (:class:`perceptlib.config.SRConfig`,
+``log_every``, ``device``, ``precision`` and ``channels_last`` fields (:class:`perceptlib.config.SRConfig`,
 :class:`perceptlib.config.StyleConfig`).
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +41,10 @@ CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 _FORMAT = "perceptlib-train"
 _VERSION = 1
-# config fields that may change between a run and its resumption
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mode", "eval_limit"}
+# config fields that may change between a run and its resumption (a later session may run on another
+# machine: the hardware settings may differ; each session's device and precision are in history.sessions)
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mode", "eval_limit", "precision", "amp",
+                      "channels_last"}
 
 LossFn = Callable[[nn.Module, Any], "tuple[Tensor, Mapping[str, Tensor | float]]"]
 
@@ -61,11 +62,13 @@ class History:
     """Loss history: ``step[k]`` and, per term, ``terms[name][k]``, the mean of that term over the
     ``log_every`` steps ending at ``step[k]`` (as Python floats; the last entry of a run whose length
     is not a multiple of ``log_every`` averages fewer steps, and a resumed run redoes it). ``elapsed_s`` is wall time spent
-    training over all sessions (not part of equality: compare ``step`` and ``terms``)."""
+    training over all sessions; ``sessions`` has one record per call of :func:`train` (steps, seconds,
+    device, precision, machine). Neither is part of equality: compare ``step`` and ``terms``."""
 
     step: list[int] = dataclasses.field(default_factory=list)
     terms: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     elapsed_s: float = dataclasses.field(default=0.0, compare=False)
+    sessions: list[dict] = dataclasses.field(default_factory=list, compare=False)
     steps_run: int = dataclasses.field(default=0, compare=False)  # steps done in this call
     session_s: float = dataclasses.field(default=0.0, compare=False)  # wall time of this call
     stopped: str | None = dataclasses.field(default=None, compare=False)  # why this call stopped early
@@ -84,12 +87,12 @@ class History:
 
     def to_dict(self) -> dict:
         return {"step": list(self.step), "terms": {k: list(v) for k, v in self.terms.items()},
-                "elapsed_s": self.elapsed_s}
+                "elapsed_s": self.elapsed_s, "sessions": [dict(r) for r in self.sessions]}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "History":
         return cls(list(d.get("step", [])), {k: list(v) for k, v in d.get("terms", {}).items()},
-                   float(d.get("elapsed_s", 0.0)))
+                   float(d.get("elapsed_s", 0.0)), sessions=[dict(r) for r in d.get("sessions", [])])
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "History":
@@ -253,14 +256,18 @@ def load_model(path: str | os.PathLike, expect: str | None = None,
     return model.to(device).eval()
 
 
-def infer(model: nn.Module, batch: Tensor) -> Tensor:
+def infer(model: nn.Module, batch: Tensor, precision: str = "auto") -> Tensor:
     """``model(batch)`` in eval mode, without grad, on the model's device -> float32 on the CPU; the
-    model's train/eval mode is restored afterwards. ``batch``: ``(N, C, H, W)``."""
+    model's train/eval mode is restored afterwards. ``batch``: ``(N, C, H, W)``. ``precision``:
+    ``auto`` (bf16 autocast where the device has native bf16), ``bf16`` or ``off`` (fp32)."""
+    from .precision import autocast, resolve_precision
+
     device = next(model.parameters()).device
+    used = resolve_precision(precision, device)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(used, device):
             return model(batch.float().to(device)).float().cpu()
     finally:
         model.train(was_training)
@@ -272,6 +279,18 @@ def _resolve_device(name: str | None) -> torch.device:
 
         return default_device()
     return torch.device(name)
+
+
+def _precision_of(cfg: Any) -> str:
+    """``cfg.precision``, or for configs of older perceptlib (``amp``): ``"auto"`` when ``amp`` was on.
+    A config without either trains in fp32."""
+    if hasattr(cfg, "precision"):
+        return str(cfg.precision)
+    if isinstance(cfg, Mapping):
+        if "precision" in cfg:
+            return str(cfg["precision"])
+        return "auto" if cfg.get("amp") else "off"
+    return "auto" if getattr(cfg, "amp", False) else "off"
 
 
 def _finite(values: Mapping[str, float]) -> bool:
@@ -331,15 +350,20 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
 
     Raises :class:`TrainingDivergedError` when the loss, a term or a gradient is not finite: the
     message names the step and the terms, and the last checkpoint is left as it was.
-    AMP (bf16 autocast) and channels_last apply only on CUDA (``cfg.amp``, ``cfg.channels_last``).
+    Precision: ``cfg.precision`` (``auto``/``bf16``/``off``, :mod:`perceptlib.precision`) decides bf16
+    autocast for the forward pass and the loss; the parameters and Adam stay fp32. The precision used is
+    printed (with ``progress``) and kept per session in ``history.sessions`` and ``config.json``'s
+    ``_run``. channels_last applies only on CUDA (``cfg.channels_last``).
     """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from .precision import autocast, describe_machine, resolve_precision
+
     device = _resolve_device(getattr(cfg, "device", "auto"))
     cuda = device.type == "cuda"
-    use_amp = cuda and bool(getattr(cfg, "amp", False))
+    precision = resolve_precision(_precision_of(cfg), device)
     channels_last = cuda and bool(getattr(cfg, "channels_last", False))
     steps, batch_size = int(cfg.steps), int(cfg.batch_size)
     ckpt_every = max(1, int(getattr(cfg, "checkpoint_every", 1000)))
@@ -399,15 +423,20 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
                       "sampler": sampler.state(step), "history": history.to_dict(),
                       "pending": dict(pending), "pending_n": pending_n}, ckpt_path)
         _atomic_save(common, out / MODEL_FILE)
-        _atomic_save(json.dumps(cfg_dict, indent=2) + "\n", out / "config.json")
+        _atomic_save(json.dumps({**cfg_dict, "_run": run}, indent=2) + "\n", out / "config.json")
         _atomic_save(json.dumps({**history.to_dict(), "last_step": step}) + "\n", out / "history.json")
 
     model.train()
     start_step, t0 = step, time.perf_counter()
     elapsed0 = history.elapsed_s
+    run = {**describe_machine(device), "precision": precision, "start_step": step, "end_step": step, "seconds": 0.0}
+    history.sessions.append(run)
+    if progress:
+        print(f"training on {run['device']} ({run['name']}, {run['threads']} threads), precision {precision} "
+              f"(cfg.precision={_precision_of(cfg)!r}, bf16 supported: {run['bf16_supported']})")
     bar = tqdm(total=steps, initial=step, disable=not progress, desc=f"train {type(model).__name__}",
                dynamic_ncols=True)
-    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    amp_ctx = lambda: autocast(precision, device)  # noqa: E731
     batches = _batch_source(data, sampler, step, steps, int(workers), cuda)
     stopped = None
     try:
@@ -438,6 +467,7 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
                     f"checkpoint: {ckpt_path if ckpt_path.is_file() else 'none yet'} (left untouched)")
             optimizer.step()
             step += 1
+            run["end_step"], run["seconds"] = step, round(time.perf_counter() - t0, 3)
             values["grad_norm"] = gnorm
             for k, v in values.items():
                 pending[k] = pending.get(k, 0.0) + v
