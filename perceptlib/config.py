@@ -113,6 +113,8 @@ class SRConfig:
                        "[S] fractionally-strided convs, stride 1/2", ("deconv", "nearest-conv"))
     norm: str = _f("batch", "normalisation: batch, instance or none", "[S] spatial batch norm after each conv",
                    ("batch", "instance", "none"))
+    head: str = _f("paper", "output head: paper ((tanh+1)/2) or tanh150 (official code: mean + 150 tanh on 0-255)",
+                   "[S] scaled tanh; [L] 150*tanh in mean-subtracted 0-255 space", ("paper", "tanh150"))
     train_set: str = _f("train", "training photos: a perceptlib.data set name or a folder of images",
                         "[P] 10k MS-COCO training images; ours: the 'train' set")
     patches_per_image: int = _f(1000, "distinct seeded patches per training image (dataset length / images)",
@@ -181,6 +183,9 @@ class StyleConfig:
     channels: int = _f(32, "TransformerNet base width", "[S] Table 1: 32, 64, 128 filters")
     norm: str = _f("batch", "normalisation: batch, instance or none",
                    "[S] spatial batch norm ([L] defaults to instance norm)", ("batch", "instance", "none"))
+    head: str = _f("paper", "output head: paper ((tanh+1)/2) or tanh150 (official code: mean + 150 tanh on 0-255)",
+                   "[S] scaled tanh to [0, 255]; [L] -tanh_constant 150 in mean-subtracted 0-255 space; "
+                   "[PY] impl_params", ("paper", "tanh150"))
     padding: str = _f("paper", "paper (reflection pad 40, unpadded residual convs) or same",
                       "[S] unpadded residual convs, centre-cropped skip, reflection-padded input", ("paper", "same"))
     upsample: str = _f("deconv", "deconv (stride 1/2) or nearest-conv", "[S] fractionally-strided convs",

@@ -269,9 +269,11 @@ class SRPatchDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for SRPatchDataset of length {self.length}")
         from .images import load_image
 
-        item = self.items[index % len(self.items)]
+        k = index % len(self.items)
+        raw = getattr(self.items, "raw", None)  # an in-memory cache of 8-bit images (perceptlib.sr.ImageCache)
+        item = raw(k) if raw is not None else self.items[k]
         img = item if isinstance(item, Tensor) else load_image(item)
-        img = mod_crop(img.float(), self.scale)
+        img = mod_crop(img, self.scale)
         rng = np.random.default_rng((self.seed, index))
         s, p, m = self.scale, self.patch_size, self.margin
         h, w = img.shape[-2:]
@@ -280,9 +282,11 @@ class SRPatchDataset(torch.utils.data.Dataset):
         y0, x0 = max(0, y - m), max(0, x - m)
         y1, x1 = min(h, y + p + m), min(w, x + p + m)
         hr_ctx = img[..., y0:y1, x0:x1]
+        hr_ctx = hr_ctx.float() / 255 if hr_ctx.dtype == torch.uint8 else hr_ctx.float()
+        img, y, x = hr_ctx, y - y0, x - x0  # from here on, coordinates within the context
         lr_ctx = degrade(hr_ctx, s, self.blur_sigma)
         hr = img[..., y:y + p, x:x + p]
-        ly, lx = (y - y0) // s, (x - x0) // s
+        ly, lx = y // s, x // s
         lr = lr_ctx[..., ly:ly + p // s, lx:lx + p // s]
         if self.flips:
             if rng.random() < 0.5:

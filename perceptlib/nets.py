@@ -4,7 +4,9 @@ Both follow the supplementary material [S] of Johnson et al. (2016): 9x9 first a
 3x3 elsewhere, batch norm + ReLU after every convolution except the last, residual blocks of two 3x3
 convolutions without a ReLU after the addition (Gross & Wilber), fractionally-strided (transposed)
 convolutions for upsampling and a scaled tanh output. Our tanh is scaled to ``[0, 1]``
-(``(tanh(x) + 1) / 2``), the range every other perceptlib function expects (the paper: ``[0, 255]``).
+(``(tanh(x) + 1) / 2``), the range every other perceptlib function expects (the paper: ``[0, 255]``);
+``head="tanh150"`` is the official code's head instead (``HEADS``; outputs slightly outside [0, 1],
+clamped by :func:`perceptlib.style.stylize` and :func:`perceptlib.sr.upscale`).
 
 Options that later re-implementations use: instance norm (Ulyanov et al.), padded residual blocks and
 nearest-neighbour x2 upsampling followed by a convolution, which avoids checkerboard artefacts.
@@ -23,6 +25,12 @@ __all__ = ["SRNet", "TransformerNet", "ResidualBlock", "build_net", "NETS", "cou
 
 NORMS = ("batch", "instance", "none")
 UPSAMPLES = ("deconv", "nearest-conv")
+#: Output heads: ``paper`` = ``(tanh(x) + 1) / 2`` in [0, 1] (the paper's scaled tanh); ``tanh150`` = the
+#: official Lua code's ``150 * tanh(x)`` added to the Caffe mean pixel on the 0-255 scale, i.e.
+#: ``mean / 255 + (150 / 255) * tanh(x)``, about [-0.14, 1.04]: mid-grey needs no saturation and the
+#: ends of [0, 1] are reached at |tanh| ~ 0.7, where the gradient has not vanished yet.
+HEADS = ("paper", "tanh150")
+_CAFFE_MEAN_RGB = (123.68 / 255, 116.779 / 255, 103.939 / 255)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -55,9 +63,13 @@ def _up(cin: int, cout: int, kind: str, padding_mode: str = "zeros") -> nn.Modul
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(cin, cout, 3, padding_mode=padding_mode))
 
 
-def _scaled_tanh(x: Tensor) -> Tensor:
-    """``(tanh(x) + 1) / 2`` in float32, also under bf16 autocast (bf16 has only ~1/512 resolution near 0.5)."""
-    return (torch.tanh(x.float()) + 1) / 2
+def _scaled_tanh(x: Tensor, head: str = "paper") -> Tensor:
+    """The output head (``HEADS``) in float32, also under bf16 autocast (bf16 has ~1/512 resolution near 0.5)."""
+    t = torch.tanh(x.float())
+    if head == "paper":
+        return (t + 1) / 2
+    mean = torch.tensor(_CAFFE_MEAN_RGB, device=x.device).view(1, 3, 1, 1)
+    return mean + (150 / 255) * t
 
 
 class ResidualBlock(nn.Module):
@@ -94,15 +106,16 @@ class SRNet(nn.Module):
     """
 
     def __init__(self, scale: int = 4, channels: int = 64, blocks: int = 4, upsample: str = "deconv",
-                 norm: str = "batch", padding_mode: str = "reflect") -> None:
+                 norm: str = "batch", padding_mode: str = "reflect", head: str = "paper") -> None:
         super().__init__()
         if scale not in (2, 4, 8, 16):
             raise ValueError(f"scale must be a power of two (2, 4, 8, 16), got {scale!r}")
         _check(upsample, UPSAMPLES, "upsample")
         _check(norm, NORMS, "norm")
         _check(padding_mode, ("reflect", "zeros"), "padding_mode")
+        _check(head, HEADS, "head")
         self.hparams = dict(scale=scale, channels=channels, blocks=blocks, upsample=upsample, norm=norm,
-                            padding_mode=padding_mode)
+                            padding_mode=padding_mode, head=head)
         self.scale = scale
         c = channels
         self.head = nn.Sequential(_conv(3, c, 9, padding_mode=padding_mode), _norm(norm, c), nn.ReLU(inplace=True))
@@ -119,7 +132,7 @@ class SRNet(nn.Module):
         if self.hparams["padding_mode"] == "reflect" and min(x.shape[-2:]) < 5:
             raise ValueError(f"SRNet with reflection padding needs inputs of at least 5x5 pixels, "
                              f"got {x.shape[-2]}x{x.shape[-1]}")
-        return _scaled_tanh(self.tail(self.up(self.blocks(self.head(x)))))
+        return _scaled_tanh(self.tail(self.up(self.blocks(self.head(x)))), self.hparams["head"])
 
 
 def _reflect_pad(x: Tensor, pad: int) -> Tensor:
@@ -153,12 +166,14 @@ class TransformerNet(nn.Module):
     """
 
     def __init__(self, channels: int = 32, norm: str = "batch", padding: str = "paper",
-                 upsample: str = "deconv", blocks: int = 5) -> None:
+                 upsample: str = "deconv", blocks: int = 5, head: str = "paper") -> None:
         super().__init__()
         _check(norm, NORMS, "norm")
         _check(padding, ("paper", "same"), "padding")
         _check(upsample, UPSAMPLES, "upsample")
-        self.hparams = dict(channels=channels, norm=norm, padding=padding, upsample=upsample, blocks=blocks)
+        _check(head, HEADS, "head")
+        self.hparams = dict(channels=channels, norm=norm, padding=padding, upsample=upsample, blocks=blocks,
+                            head=head)
         self.input_pad = 8 * blocks if padding == "paper" else 0  # 2 px per side per block at 1/4 scale: 40 for 5
         c = channels
 
@@ -184,7 +199,7 @@ class TransformerNet(nn.Module):
             x = _reflect_pad(x, self.input_pad)
         y = self.tail(self.up(self.blocks(self.down(x))))
         # y starts at the padded input's pixel `input_pad` (the residual crops) or at 0 ("same").
-        return _scaled_tanh(y[..., :h, :w])
+        return _scaled_tanh(y[..., :h, :w], self.hparams["head"])
 
 
 NETS: dict[str, type[nn.Module]] = {"SRNet": SRNet, "TransformerNet": TransformerNet}

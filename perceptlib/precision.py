@@ -48,10 +48,11 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     """``"auto"``/``"bf16"``/``"off"`` -> the precision actually used on ``device``: ``"bf16"`` or ``"fp32"``.
 
     ``"auto"`` picks bf16 only where :func:`bf16_supported`; an explicit ``"bf16"`` on a device without
-    it is honoured with a warning (correct but much slower on such CPUs)."""
-    if precision not in PRECISIONS:
+    it is honoured with a warning (correct but much slower on such CPUs). ``"fp32"`` (a resolved value)
+    is accepted as ``"off"``, so a resolved precision can be passed on."""
+    if precision not in PRECISIONS and precision != "fp32":
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "off":
+    if precision in ("off", "fp32"):
         return "fp32"
     supported = bf16_supported(device)
     if precision == "auto":

@@ -44,7 +44,8 @@ class SRLoss(nn.Module):
 def build_sr_model(cfg: SRConfig) -> SRNet:
     """A freshly initialised :class:`~perceptlib.nets.SRNet` for ``cfg`` (seeded with ``cfg.seed``)."""
     torch.manual_seed(cfg.seed)
-    return SRNet(scale=cfg.scale, channels=cfg.channels, blocks=cfg.blocks, upsample=cfg.upsample, norm=cfg.norm)
+    return SRNet(scale=cfg.scale, channels=cfg.channels, blocks=cfg.blocks, upsample=cfg.upsample, norm=cfg.norm,
+                 head=cfg.head)
 
 
 def build_sr_loss(cfg: SRConfig) -> SRLoss:
@@ -83,6 +84,17 @@ class ImageCache(Sequence):
             self._cache[i] = q if torch.equal(q.float() / 255, img) else img
         t = self._cache[i]
         return t.float() / 255 if t.dtype == torch.uint8 else t
+
+    def raw(self, i: int) -> Tensor:
+        """Item ``i`` as stored: ``(3, H, W)`` uint8 (exact 8-bit images) or float in [0, 1]. Cropping it
+        before ``float() / 255`` gives the same values as cropping ``self[i]``, without converting the
+        whole photo for every patch."""
+        item = self._items[i]
+        if isinstance(item, Tensor):
+            return item
+        if i not in self._cache:
+            self[i]  # decodes and caches
+        return self._cache[i]
 
 
 def training_images(train_set: str) -> list:
@@ -175,7 +187,7 @@ def upscale(model: nn.Module, lr: Tensor, hist_match: bool = False, precision: s
         got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
         raise ValueError(f"lr must be a (3, h, w) or (N, 3, h, w) tensor, got {got}")
     batch = lr.unsqueeze(0) if lr.dim() == 3 else lr
-    out = infer(model, batch, precision)
+    out = infer(model, batch, precision).clamp_(0, 1)
     if hist_match:
         out = histogram_match(out, batch.float().cpu())
     return out[0] if lr.dim() == 3 else out

@@ -107,7 +107,8 @@ class StyleLoss(nn.Module):
 def build_style_model(cfg: StyleConfig) -> TransformerNet:
     """A freshly initialised :class:`~perceptlib.nets.TransformerNet` for ``cfg`` (seeded)."""
     torch.manual_seed(cfg.seed)
-    return TransformerNet(channels=cfg.channels, norm=cfg.norm, padding=cfg.padding, upsample=cfg.upsample)
+    return TransformerNet(channels=cfg.channels, norm=cfg.norm, padding=cfg.padding, upsample=cfg.upsample,
+                          head=cfg.head)
 
 
 def build_style_loss(cfg: StyleConfig, style: Tensor | str | os.PathLike,
@@ -191,7 +192,7 @@ def stylize(model: nn.Module, image: Tensor, precision: str = "auto") -> Tensor:
     if not image.is_floating_point():
         raise TypeError(f"expected a float image in [0, 1], got dtype {image.dtype}; use x.float() / 255")
     batch = image[None] if image.dim() == 3 else image
-    out = infer(model, batch, precision)
+    out = infer(model, batch, precision).clamp_(0, 1)
     return out[0] if image.dim() == 3 else out
 
 

@@ -135,7 +135,7 @@ def style_reconstruction_app(styles: Mapping[str, Tensor], *, size: int = 64, st
 
 def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tensor],
                        networks: Mapping[str, object] | None = None, *, cfg=None, size: int = 128, steps: int = 20,
-                       max_steps: int = 500, device: str = "cpu"):
+                       max_steps: int = 500, device: str = "cpu", precision: str = "auto"):
     """Style transfer (Sec. 4.1): stylise a content photo with a painting's style, by optimisation
     (``"optimise"``: projected L-BFGS from the photo, ``steps`` evaluations) with the chosen content,
     style and TV weights and style layers, or with the trained network of that style (``"network"``,
@@ -143,7 +143,9 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
     (3, H, W) in [0, 1]}``; photos are centre-cropped and resized to ``size``². ``cfg``: the
     :class:`~perceptlib.config.StyleConfig` whose weights are the starting values (default: the paper's).
     Style layers get the official code's weights ``1 / C_j^2`` times the style weight. The caption and
-    ``app.last_run["terms"]`` give the loss terms of the output under the chosen weights."""
+    ``app.last_run["terms"]`` give the loss terms of the output under the chosen weights. ``precision``
+    (:mod:`perceptlib.precision`): of the network and of the loss network during optimisation (the image
+    stays fp32); the one used is in the caption and ``app.last_run["precision"]``."""
     import dataclasses
     import time
 
@@ -152,8 +154,11 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
     from .config import PAPER_STYLE
     from .plots import plot_images
     from .speed import square_crop
+    from .precision import resolve_precision
     from .style import build_style_loss, load_style, optimise_style, style_loss_of, stylize
     from .vgg import layer_channels
+
+    used = resolve_precision(precision, device)
 
     if not styles or not contents:
         raise ValueError("style_transfer_app needs at least one style and one content image")
@@ -194,18 +199,18 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
                 raise ValueError(f"no trained network for {style!r}; trained: {sorted(networks) or 'none'}")
             if style not in loaded:
                 loaded[style] = load_style(networks[style], device=device)
-            out = stylize(loaded[style], photo)
+            out = stylize(loaded[style], photo, precision=used)
             how = f"network (step {loaded[style].train_step})"
         else:
             rec = optimise_style(photo, styles[style], cfg, steps=int(steps), init="content", device=device,
-                                 progress=False, loss=loss)
+                                 progress=False, loss=loss, precision=used)
             out = rec.image[0]
             how = f"optimisation, {rec.steps} L-BFGS evaluations"
         seconds = time.perf_counter() - t
         terms = style_loss_of(out, photo, loss)
         app.last_run = {"method": method, "style": style, "content": content, "image": out, "terms": terms,
-                        "seconds": seconds, "style_layers": ordered, "config": cfg}
-        caption = (f"{how}, {seconds:.2g} s\nloss {terms['total']:.4g} = content {terms.get('feat', 0):.3g} + style "
+                        "seconds": seconds, "style_layers": ordered, "config": cfg, "precision": used}
+        caption = (f"{how}, {seconds:.2g} s ({used})\nloss {terms['total']:.4g} = content {terms.get('feat', 0):.3g} + style "
                    f"{terms.get('style', 0):.3g} + TV {terms.get('tv', 0):.3g}\nstyle layers {', '.join(ordered)}, "
                    f"weights c {content_weight:.3g} s {style_weight:.3g} tv {tv_weight:.3g}")
         fig = plot_images({f"photo: {content}": photo, f"painting: {style}": styles[style], caption: out}, size=3.2)
@@ -244,7 +249,7 @@ def _sr_crop_box(shape, top_pct: float, left_pct: float, size: int, scale: int) 
 
 
 def sr_compare_app(models: Mapping[str, object], images: Mapping[str, object], *, crop: int = 96,
-                   hist_match: bool = False, device: str = "cpu"):
+                   hist_match: bool = False, device: str = "cpu", precision: str = "auto"):
     """Compare trained SR networks on an evaluation image: HR crop, bicubic and each picked model's
     output (optionally histogram-matched to the LR input, the paper's post-processing), each titled with
     the PSNR (Y, ``scale``-pixel border) of the whole image and of the crop.
@@ -298,7 +303,8 @@ def sr_compare_app(models: Mapping[str, object], images: Mapping[str, object], *
             outs[f"bicubic x{s}"] = (bicubic_upsample(lrs[s], s).clamp(0, 1), s)
         for n, m in nets.items():
             s = int(m.scale)
-            outs[n + (" + h.m." if hist_match else "")] = (upscale(m, lrs[s], hist_match=hist_match).clamp(0, 1), s)
+            outs[n + (" + h.m." if hist_match else "")] = (
+                upscale(m, lrs[s], hist_match=hist_match, precision=precision).clamp(0, 1), s)
         scores = {k: float(psnr(v, hr, s)) for k, (v, s) in outs.items()}
         crop_scores = {k: float(psnr(v[sl], hr[sl], 0)) for k, (v, s) in outs.items()}
         panels = {f"HR {image}": hr, f"HR crop {side}x{side}": hr[sl]}

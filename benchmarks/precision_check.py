@@ -1,0 +1,182 @@
+"""Does bf16 autocast change the results? The same runs from the same seed in fp32 and in bf16.
+
+Run:  python benchmarks/precision_check.py [--sr-steps 500] [--style-steps 300] [--out results/precision_check.json]
+
+Four checks (CPU; bf16 needs a CPU with native bf16, else the script says so and stops):
+
+1. SR x4, l_feat (relu2_2, Caffe VGG), 96^2 HR patches, batch 4, ``--sr-steps`` steps: the loss of the
+   two trained networks on a fixed held-out batch (20 patches of the 'set14' stand-ins, evaluated in
+   fp32) and the mean training loss of the last 50 steps; goal: within 3 %.
+2. Style (Starry Night, cpu-mode config: 128^2, batch 4), ``--style-steps`` steps: the same two losses
+   (held-out: the 5 'content' photos at 128^2); goal: within 3 %.
+3. Stylised images: the fp32-trained style network run in bf16 vs fp32 on the content photos at 256^2
+   and 512^2; goal: PSNR >= 35 dB.
+4. The optimisation baseline: 200 L-BFGS evaluations of the style loss at 128^2 with the loss network
+   in bf16 vs fp32; goal: final losses within 2 %.
+
+Prints a table and writes the numbers to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float((a.float() - b.float()).square().mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def heldout_loss(model, loss_fn, batch) -> float:
+    model.eval()
+    with torch.no_grad():
+        total, _ = loss_fn(model, batch)
+    model.train()
+    return float(total)
+
+
+def sr_check(steps: int, tmp: Path) -> dict:
+    from perceptlib.config import PAPER_SR, for_mode
+    from perceptlib.data import image_paths
+    from perceptlib.sr import build_sr_data, build_sr_loss, build_sr_model
+    from perceptlib.train import train
+
+    out = {}
+    base = dataclasses.replace(for_mode(PAPER_SR, "cpu"), steps=steps, checkpoint_every=steps, log_every=10,
+                               device="cpu")
+    held = build_sr_data(dataclasses.replace(base, seed=1), image_paths("set14"))
+    lr, hr = torch.utils.data.default_collate([held[i] for i in range(20)])
+    for prec in ("off", "bf16"):
+        cfg = dataclasses.replace(base, precision=prec)
+        model, loss = build_sr_model(cfg), build_sr_loss(cfg)
+        t = time.perf_counter()
+        hist = train(model, loss, build_sr_data(cfg), cfg, tmp / f"sr_{prec}", resume=False, progress=False)
+        out[prec] = {"seconds": time.perf_counter() - t, "train_last50": sum(hist["total"][-5:]) / 5,
+                     "heldout": heldout_loss(model, loss, (lr, hr))}
+    return out
+
+
+def style_check(steps: int, tmp: Path) -> tuple[dict, torch.nn.Module]:
+    from perceptlib.config import PAPER_STYLE, for_mode
+    from perceptlib.data import image_paths
+    from perceptlib.images import load_image
+    from perceptlib.speed import square_crop
+    from perceptlib.style import StyleLoss, build_style_loss, load_style, train_style
+
+    out, nets = {}, {}
+    base = dataclasses.replace(for_mode(PAPER_STYLE, "cpu"), steps=steps, checkpoint_every=steps, log_every=10,
+                               device="cpu")
+    style = [p for p in image_paths("styles") if p.stem == "starry_night"][0]
+    photos = torch.stack([square_crop(load_image(p), 128) for p in image_paths("content")])
+    loss = StyleLoss(build_style_loss(base, style))
+    for prec in ("off", "bf16"):
+        cfg = dataclasses.replace(base, precision=prec)
+        t = time.perf_counter()
+        hist = train_style(cfg, style, tmp / f"style_{prec}", resume=False, progress=False)
+        nets[prec] = load_style(tmp / f"style_{prec}")
+        out[prec] = {"seconds": time.perf_counter() - t, "train_last50": sum(hist["total"][-5:]) / 5,
+                     "heldout": heldout_loss(nets[prec], loss, photos)}
+    return out, nets["off"]
+
+
+def stylize_check(net) -> dict:
+    from perceptlib.data import image_paths
+    from perceptlib.images import load_image
+    from perceptlib.speed import square_crop
+    from perceptlib.style import stylize
+
+    out = {}
+    for size in (256, 512):
+        vals = []
+        for p in image_paths("content"):
+            img = square_crop(load_image(p), size)
+            vals.append(psnr(stylize(net, img, precision="bf16"), stylize(net, img, precision="off")))
+        out[str(size)] = {"min_psnr": min(vals), "mean_psnr": sum(vals) / len(vals)}
+    return out
+
+
+def lbfgs_check(steps: int = 200) -> dict:
+    from perceptlib.config import PAPER_STYLE, for_mode
+    from perceptlib.data import image_paths
+    from perceptlib.images import load_image
+    from perceptlib.speed import square_crop
+    from perceptlib.style import optimise_style
+
+    cfg = dataclasses.replace(for_mode(PAPER_STYLE, "cpu"), device="cpu")
+    style = [p for p in image_paths("styles") if p.stem == "starry_night"][0]
+    content = square_crop(load_image(image_paths("content")[0]), 128)
+    out = {}
+    for prec in ("off", "bf16"):
+        t = time.perf_counter()
+        rec = optimise_style(content, style, cfg, steps=steps, progress=False, precision=prec)
+        out[prec] = {"seconds": time.perf_counter() - t, "final": rec.final["total"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from perceptlib.precision import bf16_supported, describe_machine
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sr-steps", type=int, default=500)
+    ap.add_argument("--style-steps", type=int, default=300)
+    ap.add_argument("--out", default="results/precision_check.json")
+    args = ap.parse_args(argv)
+    if not bf16_supported("cpu"):
+        print("this CPU has no native bf16 (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False): "
+              "precision 'auto' runs fp32 here, nothing to compare")
+        return 0
+    machine = describe_machine("cpu")
+    print(f"machine: {machine}")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        sr = sr_check(args.sr_steps, tmp)
+        style, net = style_check(args.style_steps, tmp)
+    res = {"machine": machine, "sr_x4_feat": {"steps": args.sr_steps, **sr},
+           "style": {"steps": args.style_steps, **style}, "stylize_bf16_vs_fp32": stylize_check(net),
+           "lbfgs_200": lbfgs_check()}
+
+    def rel(d: dict, key: str) -> float:
+        return abs(d["bf16"][key] - d["off"][key]) / abs(d["off"][key])
+
+    rows = [
+        ("SR x4 l_feat held-out loss", sr["off"]["heldout"], sr["bf16"]["heldout"], rel(sr, "heldout"), 0.03),
+        ("SR x4 l_feat last-50-step loss", sr["off"]["train_last50"], sr["bf16"]["train_last50"],
+         rel(sr, "train_last50"), 0.03),
+        ("style held-out loss", style["off"]["heldout"], style["bf16"]["heldout"], rel(style, "heldout"), 0.03),
+        ("style last-50-step loss", style["off"]["train_last50"], style["bf16"]["train_last50"],
+         rel(style, "train_last50"), 0.03),
+        ("L-BFGS 200 evaluations, final loss", res["lbfgs_200"]["off"]["final"], res["lbfgs_200"]["bf16"]["final"],
+         rel(res["lbfgs_200"], "final"), 0.02),
+    ]
+    print(f"\n{'check':<38} {'fp32':>11} {'bf16':>11} {'rel diff':>9} {'goal':>6}  ok")
+    ok_all = True
+    for name, a, b, r, goal in rows:
+        ok = r <= goal
+        ok_all &= ok
+        print(f"{name:<38} {a:>11.4g} {b:>11.4g} {100 * r:>8.2f}% {100 * goal:>5.0f}%  {'yes' if ok else 'NO'}")
+    for size, v in res["stylize_bf16_vs_fp32"].items():
+        ok = v["min_psnr"] >= 35
+        ok_all &= ok
+        print(f"{'stylise ' + size + '^2, bf16 vs fp32 PSNR (min)':<38} {'':>11} {v['min_psnr']:>9.1f}dB {'':>9} "
+              f"{'35dB':>6}  {'yes' if ok else 'NO'}")
+    for name, d in (("SR", sr), ("style", style), ("L-BFGS", res["lbfgs_200"])):
+        print(f"{name} wall time: fp32 {d['off']['seconds']:.0f} s, bf16 {d['bf16']['seconds']:.0f} s "
+              f"({d['off']['seconds'] / d['bf16']['seconds']:.2f}x)")
+    res["rows"] = [dict(check=n, fp32=a, bf16=b, rel_diff=r, goal=g) for n, a, b, r, g in rows]
+    res["all_ok"] = bool(ok_all)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.out}; all checks {'pass' if ok_all else 'DO NOT pass'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
