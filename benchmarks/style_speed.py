@@ -14,14 +14,14 @@ the run stops early and the remaining counts are extrapolated from the measured 
 evaluation after the first (``"measured": false`` in the JSON; the table marks them with ~).
 Network: the TransformerNet of ``--model`` (or a freshly initialised one of the paper's architecture;
 speed does not depend on the weights), batch 1, eval mode, no grad, float32: median of ``--repeats``
-timed passes after warm-up, with CUDA synchronisation. Both float32 (cuDNN's default TF32
-convolutions on Ampere/Hopper GPUs).
+timed passes after warm-up, with CUDA synchronisation. Both float32 by default (cuDNN's default TF32
+convolutions on Ampere/Hopper GPUs); ``--precision auto`` times both in bf16 autocast where the device
+has native bf16 (``perceptlib.precision``; the optimised image stays float32).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from perceptlib.config import PAPER_STYLE
 from perceptlib.data import image_paths
 from perceptlib.images import load_image
 from perceptlib.nets import TransformerNet
+from perceptlib.precision import describe_machine
 from perceptlib.speed import time_network, time_optimisation
 from perceptlib.style import load_style
 
@@ -46,12 +47,18 @@ def main() -> None:
     ap.add_argument("--content", default="chelsea", help="a file or a name in the 'content' set")
     ap.add_argument("--budget", type=float, default=120.0, help="seconds of optimisation per size before extrapolating")
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--precision", choices=["off", "auto", "bf16"], default="off",
+                    help="off: float32 (the paper's Table 1); auto/bf16: bf16 autocast where supported, for the "
+                         "network and the loss network of the optimisation (the image stays float32)")
     ap.add_argument("--out", default="results/style_speed.json")
     args = ap.parse_args()
+    from perceptlib.precision import resolve_precision
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        f"CPU ({describe_machine('cpu')['name']}, {torch.get_num_threads()} threads)"
+    used = resolve_precision(args.precision, device)
+    dtype = "float32" if used == "fp32" else "bfloat16 autocast"
     style_file = Path(args.style) if Path(args.style).is_file() else {p.stem: p for p in image_paths("styles")}[args.style]
     content_file = Path(args.content) if Path(args.content).is_file() else \
         {p.stem: p for p in image_paths("content")}[args.content]
@@ -60,15 +67,15 @@ def main() -> None:
     rows, finals = [], {}
     for size in args.sizes:
         opt, final = time_optimisation(content, style_file, PAPER_STYLE, size, sorted(args.iters), device,
-                                       args.budget)
+                                       args.budget, precision=used)
         finals[size] = final
         for n, (sec, measured) in opt.items():
             rows.append({"size": size, "method": "optimisation", "iterations": n, "seconds": sec, "measured": measured})
         rows.append({"size": size, "method": "network", "iterations": None,
-                     "seconds": time_network(net, size, device, args.repeats), "measured": True})
+                     "seconds": time_network(net, size, device, args.repeats, precision=used), "measured": True})
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    result = {"device": name, "dtype": "float32", "torch": torch.__version__,
+    result = {"device": name, "dtype": dtype, "precision": used, "torch": str(torch.__version__),
               "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None,
               "network": str(args.model or "TransformerNet() freshly initialised (paper architecture)"),
               "style": style_file.stem, "content": content_file.stem, "optimiser": "projected L-BFGS, noise start",
@@ -77,7 +84,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"device: {name}; float32; iterations = loss+gradient evaluations; ~ = extrapolated")
+    print(f"device: {name}; {dtype}; iterations = loss+gradient evaluations; ~ = extrapolated")
     its = sorted(args.iters)
     print("| size | " + " | ".join(f"opt {n}" for n in its) + " | network | "
           + " | ".join(f"speed-up vs {n}" for n in its) + " | paper (Titan X): opt 100 / 300 / 500 / net |")

@@ -15,7 +15,10 @@ from .nets import SRNet, TransformerNet, count_parameters
 from .reconstruct import Reconstruction, ReconstructionError, init_image, reconstruct
 from .sr import histogram_match, load_sr, train_sr, upscale
 from .style import load_style, optimise_style, stylize, train_style
-from .train import CheckpointError, History, TrainingDivergedError, load_checkpoint, load_model, train
+from .runlock import RunLockedError
+from .train import (
+    CheckpointError, CheckpointWriteError, History, TrainingDivergedError, load_checkpoint, load_model, train,
+)
 from .vgg import LAYER_NAMES, LossNetwork, layer_channels, min_input_size
 from .weights import WeightsError, WeightsInfo, resolve_vgg16
 
@@ -26,7 +29,8 @@ __all__ = [
     "SRConfig", "StyleConfig", "PAPER_SR", "PAPER_STYLE", "for_mode", "differences", "config_from_dict",
     "SRNet", "TransformerNet", "count_parameters",
     "reconstruct", "Reconstruction", "ReconstructionError", "init_image",
-    "train", "History", "TrainingDivergedError", "CheckpointError", "load_checkpoint", "load_model",
+    "train", "History", "TrainingDivergedError", "CheckpointError", "CheckpointWriteError", "RunLockedError",
+    "load_checkpoint", "load_model",
     "train_sr", "upscale", "histogram_match", "load_sr",
     "train_style", "stylize", "load_style", "optimise_style",
     "DISTANCES", "PerceptualLoss", "distance", "feature_reconstruction_loss", "gram_matrix", "pixel_loss",

@@ -181,6 +181,20 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ..
                            choices=f.metadata.get("choices"))
 
 
+def _torchrun_setup(device: str) -> None:
+    """Under ``torchrun`` (``$WORLD_SIZE > 1``): give this process its GPU (``cuda`` -> ``cuda:$LOCAL_RANK``,
+    before the loss is built there) and print only on rank 0. Nothing for one process."""
+    import os
+
+    import torch
+
+    from . import distributed
+
+    distributed.local_device(torch.device(device))
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of this process)
+
+
 def _config_from_args(base, args: argparse.Namespace):
     import dataclasses
 
@@ -202,6 +216,7 @@ def _train_sr(args: argparse.Namespace) -> int:
     cfg = _config_from_args(PAPER_SR, args)
     out = args.out or f"results/sr_x{cfg.scale}_{cfg.loss}"
     device = _device(cfg.device)
+    _torchrun_setup(device)
     terms = "l_pixel" if cfg.loss == "pixel" else f"l_feat[{format_layers(cfg.layers)}]" + (
         f" + {cfg.pixel_weight:g} l_pixel" if cfg.pixel_weight else "")
     print(f"train-sr x{cfg.scale}, loss {terms}, mode {cfg.mode}, device {device}: {cfg.steps} steps of "
@@ -253,6 +268,7 @@ def _train_style(args: argparse.Namespace) -> int:
     style = _style_path(args.style)
     cfg = _config_from_args(PAPER_STYLE, args)
     out = args.out or f"results/style_{style.stem}"
+    _torchrun_setup(_device(cfg.device))
     print(f"train-style {style.name}, content {format_layers(cfg.content_layers)} x {cfg.content_weight:g}, "
           f"style {format_layers(cfg.style_layers)} x {cfg.style_weight:g}, tv {cfg.tv_weight:g}, mode {cfg.mode}, "
           f"device {_device(cfg.device)}: {cfg.steps} steps of {cfg.batch_size} x {cfg.image_size}^2 -> {out}")
@@ -280,27 +296,40 @@ def _add_train_style(sub: argparse._SubParsersAction) -> None:
 
 
 def _stylize(args: argparse.Namespace) -> int:
-    from .images import load_image, save_image
-    from .style import load_style, stylize
+    from .deploy import image_transform, load_network, summarize, transform_path
 
-    from .precision import resolve_precision
-
-    device = _device(args.device)
-    model = load_style(args.model, device=device)
-    img = load_image(args.input)
-    out = save_image(stylize(model, img, precision=args.precision), args.output)
-    print(f"{args.input} {img.shape[-1]}x{img.shape[-2]} -> {out} (style network {args.model}, "
-          f"step {model.train_step}; {device}, {resolve_precision(args.precision, device)})")
+    net = load_network(args.model, backend=args.backend, device=args.device, precision=args.precision,
+                       expect="TransformerNet")
+    fn = image_transform(net, tile=args.tile, overlap=args.tile_overlap, preserve_color=args.preserve_color,
+                         progress=not args.no_progress)
+    done = transform_path(fn, args.input, args.output, progress=not args.no_progress)
+    extra = (f", tiles {args.tile} px" if args.tile else "") + (", colour preserved" if args.preserve_color else "")
+    print(f"{summarize(done, args.input, args.output)} (style network {args.model}, step {net.train_step}{extra}; "
+          f"{net.runtime})")
     return 0
 
 
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stylize", help="stylise an image (any size) with a trained style network")
-    p.add_argument("--model", required=True, metavar="CKPT", help="model.pt, checkpoint.pt or their folder")
-    p.add_argument("input", metavar="IN", help="content image")
-    p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...)")
+    p = sub.add_parser("stylize", help="stylise an image (any size), a folder of them or a video with a trained "
+                                       "style network")
+    p.add_argument("--model", required=True, metavar="CKPT",
+                   help="model.pt, checkpoint.pt or their folder; with --backend onnxruntime an exported .onnx file")
+    p.add_argument("input", metavar="IN", help="content image, folder (recursive) or video (mp4/mov/avi/mkv/webm)")
+    p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...), folder (same relative paths) or video")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     _add_precision_flag(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="torch (default; --model is a checkpoint) or onnxruntime (--model is a file from "
+                        "`perceptlib export`; fp32)")
+    p.add_argument("--tile", type=int, default=0, metavar="PX",
+                   help="run in PX x PX tiles with feathered seams (fixed memory for large photos; e.g. 512); "
+                        "0: whole images (default)")
+    p.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
+                   help="overlap of neighbouring tiles (default 64, about the network's receptive field)")
+    p.add_argument("--preserve-color", action="store_true",
+                   help="keep the photo's colours: the stylised luminance with the photo's chrominance "
+                        "(BT.601 YCbCr; Gatys et al. 2016)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_stylize)
 
 
@@ -318,19 +347,15 @@ def _add_train_sr(sub: argparse._SubParsersAction) -> None:
 
 
 def _upscale(args: argparse.Namespace) -> int:
-    from .images import load_image, save_image
-    from .sr import load_sr, upscale
+    from .deploy import image_transform, load_network, summarize, transform_path
 
-    from .precision import resolve_precision
-
-    device = _device(args.device)
-    model = load_sr(args.model, device=device)
-    lr = load_image(args.input)
-    sr = upscale(model, lr, hist_match=args.hist_match, precision=args.precision)
-    out = save_image(sr, args.output)
-    print(f"{args.input} {lr.shape[-1]}x{lr.shape[-2]} -> {out} {sr.shape[-1]}x{sr.shape[-2]} "
-          f"(x{model.scale}{', histogram-matched' if args.hist_match else ''}; {device}, "
-          f"{resolve_precision(args.precision, device)})")
+    net = load_network(args.model, backend=args.backend, device=args.device, precision=args.precision,
+                       expect="SRNet")
+    fn = image_transform(net, tile=args.tile, overlap=args.tile_overlap, hist_match=args.hist_match,
+                         progress=not args.no_progress)
+    done = transform_path(fn, args.input, args.output, progress=not args.no_progress)
+    extra = (f", tiles {args.tile} px" if args.tile else "") + (", histogram-matched" if args.hist_match else "")
+    print(f"{summarize(done, args.input, args.output)} (x{net.scale}{extra}; {net.runtime})")
     return 0
 
 
@@ -343,15 +368,60 @@ def _add_precision_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _add_upscale(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upscale", help="super-resolve an image with a trained SR network")
-    p.add_argument("--model", required=True, metavar="CKPT", help="model.pt, checkpoint.pt or their folder")
-    p.add_argument("input", metavar="IN", help="low-resolution input image")
-    p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...)")
+    p = sub.add_parser("upscale", help="super-resolve an image, a folder of them or a video with a trained SR network")
+    p.add_argument("--model", required=True, metavar="CKPT",
+                   help="model.pt, checkpoint.pt or their folder; with --backend onnxruntime an exported .onnx file")
+    p.add_argument("input", metavar="IN",
+                   help="low-resolution image, folder (recursive) or video (mp4/mov/avi/mkv/webm)")
+    p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...), folder (same relative paths) or video")
     p.add_argument("--hist-match", action="store_true",
                    help="match the output's histogram to the input's (the paper's post-processing)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     _add_precision_flag(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="torch (default; --model is a checkpoint) or onnxruntime (--model is a file from "
+                        "`perceptlib export`; fp32)")
+    p.add_argument("--tile", type=int, default=0, metavar="PX",
+                   help="run in PX x PX tiles of the input with feathered seams (fixed memory for large images; "
+                        "e.g. 256); 0: whole images (default)")
+    p.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
+                   help="overlap of neighbouring tiles in input pixels (default 32, about the receptive field)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_upscale)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .deploy import export_min_size, export_onnx, load_onnx, onnx_max_abs_diff
+    from .train import load_model
+
+    model = load_model(args.model)
+    path = export_onnx(model, args.onnx, opset=args.opset)
+    lo = export_min_size(model)
+    msg = (f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {type(model).__name__} step {model.train_step}, "
+           f"opset {args.opset}, dynamic batch/height/width, inputs of at least {lo}x{lo} px")
+    if not args.no_check:
+        try:
+            net = load_onnx(path, device="cpu")
+        except ImportError:
+            msg += "; not checked (onnxruntime is not installed)"
+        else:
+            h, w = lo + 26, lo + 42
+            diff = onnx_max_abs_diff(model, net, ((h, w),))
+            msg += f"; onnxruntime vs torch (fp32) on a {h}x{w} image: max abs diff {diff:.2g}"
+    print(msg)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .deploy import DEFAULT_OPSET
+
+    p = sub.add_parser("export", help="export a trained style or SR network to ONNX (dynamic batch/height/width)")
+    p.add_argument("--model", required=True, metavar="CKPT", help="model.pt, checkpoint.pt or their folder")
+    p.add_argument("--onnx", required=True, metavar="OUT", help="output .onnx file")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip running the file with onnxruntime against torch on a random image")
+    p.set_defaults(func=_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upscale(sub)
     _add_train_style(sub)
     _add_stylize(sub)
+    _add_export(sub)
     return parser
 
 

@@ -7,7 +7,9 @@ once and returns the wanted members' bytes; nothing is installed and nothing is 
 :func:`download_deb` runs ``apt-get download NAME=VER`` (after ``apt-get update`` when apt does not
 know the package) and, where apt-get is missing or fails, fetches the same file from a Debian mirror
 by its pool path. :func:`fetch_wheel` runs ``pip download`` with fixed platform flags, so the same
-wheel (same hash) comes on any platform. Every file is checked against a pinned sha256 before it is kept.
+wheel (same hash) comes on any platform. Every file is checked against a pinned sha256 before it is kept
+(a mismatch from the mirror is deleted and downloaded once more, then refused); downloads go to a temp
+folder and are renamed into place only when complete and verified.
 """
 from __future__ import annotations
 
@@ -19,12 +21,13 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .download import FetchError, pip_download, sha256_file
+from .download import FetchError, pip_download, remove_stale_temps, sha256_file, temp_prefix
 
 __all__ = [
     "Package", "fetch_package", "package_files", "ArMember", "read_ar", "deb_extract", "download_deb",
@@ -210,9 +213,10 @@ def download_deb(
     ``pool`` is the archive path (``"main/p/palapeli/palapeli-data_22.12.3-1_all.deb"``) used
     under ``mirror`` (default ``$PERCEPTLIB_DEBIAN_MIRROR`` or deb.debian.org; any urllib URL,
     ``file://`` included) when apt-get is missing (``use_apt=None`` looks on PATH), fails or gives
-    another build. A file already in ``dest`` with the right hash is reused (no download).
+    another build. A file already in ``dest`` with the right hash is reused (no download); one with
+    another hash is deleted. A mirror download with the wrong hash is deleted and repeated once.
     ``progress(nbytes)`` is called while downloading from the mirror. Raises :class:`FetchError`
-    naming the package, the version and every command tried.
+    naming the package, the version, every command tried and the expected and actual sha256.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -226,7 +230,8 @@ def download_deb(
     base = (mirror or os.environ.get(MIRROR_ENV) or DEBIAN_MIRROR).rstrip("/")
     url = f"{base}/pool/{pool}"
     tried: list[str] = []
-    with tempfile.TemporaryDirectory(dir=dest) as tmp_name:
+    remove_stale_temps(dest, "deb")  # left by a killed fetch
+    with tempfile.TemporaryDirectory(dir=dest, prefix=temp_prefix("deb")) as tmp_name:
         tmp = Path(tmp_name)
         os.chmod(tmp, 0o755)  # as root, apt-get still warns that its _apt user cannot write here (harmless)
         if use_apt:
@@ -240,16 +245,20 @@ def download_deb(
                 got.unlink()
             tried.append(what)
         part = tmp / (target.name + ".part")
-        try:
-            _mirror_download(url, part, progress)
-        except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
-            tried.append(f"download of {url} failed: {e}")
-        else:
+        for attempt in range(2):  # a second download only after a hash mismatch
+            try:
+                _mirror_download(url, part, progress)
+            except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+                tried.append(f"download of {url} failed: {e}")
+                break
             digest = sha256_file(part)
             if digest == sha256:
                 shutil.move(str(part), target)
                 return target
+            part.unlink()
             tried.append(f"download of {url} gave sha256 {digest}, expected {sha256}")
+            if attempt == 0:
+                warnings.warn(f"{name}={version}: {tried[-1]}; deleted, downloading it once more", stacklevel=2)
     if any("gave sha256" in t for t in tried):
         raise FetchError(f"sha256 mismatch for Debian package {name}={version} (file deleted, never used): "
                          + "; ".join(tried))

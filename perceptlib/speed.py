@@ -33,13 +33,16 @@ def square_crop(img: Tensor, size: int) -> Tensor:
 
 
 def time_network(net: nn.Module, size: int, device: str | torch.device = "cpu", repeats: int = 10,
-                 warmup: int = 2) -> float:
-    """Median seconds of one no-grad forward pass of ``net`` on a ``(1, 3, size, size)`` batch."""
+                 warmup: int = 2, precision: str = "off") -> float:
+    """Median seconds of one no-grad forward pass of ``net`` on a ``(1, 3, size, size)`` batch, in
+    ``precision`` (``off``: fp32; ``auto``/``bf16``: :mod:`perceptlib.precision`)."""
+    from .precision import autocast, resolve_precision
+
     device = torch.device(device)
     net = net.to(device).eval()
     x = torch.rand(1, 3, size, size, device=device)
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(resolve_precision(precision, device), device):
         for _ in range(warmup):
             net(x)
         _sync(device)
@@ -52,17 +55,19 @@ def time_network(net: nn.Module, size: int, device: str | torch.device = "cpu", 
 
 
 def time_optimisation(content: Tensor, style: Tensor | str | os.PathLike, cfg, size: int, iters: list[int],
-                      device: str | torch.device = "cpu", budget: float = 60.0
+                      device: str | torch.device = "cpu", budget: float = 60.0, precision: str = "off"
                       ) -> tuple[dict[int, tuple[float, bool]], float]:
     """``({n: (seconds, measured)}, final total loss)`` for the optimisation baseline at ``size``² on
-    ``content`` (centre-cropped), with ``cfg``'s loss (a :class:`~perceptlib.config.StyleConfig`)."""
+    ``content`` (centre-cropped), with ``cfg``'s loss (a :class:`~perceptlib.config.StyleConfig`) and
+    the loss network in ``precision`` (the image stays fp32)."""
     from .style import build_style_loss, optimise_style
 
     device = torch.device(device)
     iters = sorted(iters)
     loss = build_style_loss(cfg, style, device=device)
     photo = square_crop(content, size)
-    optimise_style(photo, style, cfg, steps=3, device=device, progress=False, loss=loss)  # warm-up
+    optimise_style(photo, style, cfg, steps=3, device=device, progress=False, loss=loss,
+                   precision=precision)  # warm-up
     stamps: list[float] = []
     t0 = [0.0]
 
@@ -75,7 +80,8 @@ def time_optimisation(content: Tensor, style: Tensor | str | os.PathLike, cfg, s
 
     _sync(device)
     t0[0] = time.perf_counter()
-    rec = optimise_style(photo, style, cfg, steps=iters[-1], device=device, progress=False, loss=loss, callback=cb)
+    rec = optimise_style(photo, style, cfg, steps=iters[-1], device=device, progress=False, loss=loss, callback=cb,
+                         precision=precision)
     per = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
     out = {n: ((stamps[n - 1], True) if n <= len(stamps) else (stamps[0] + per * (n - 1), False)) for n in iters}
     return out, rec.final_loss

@@ -140,7 +140,12 @@ def train_style(cfg: StyleConfig, style: Tensor | str | os.PathLike, out_dir: st
     from .train import _resolve_device
 
     loss = build_style_loss(cfg, style, device=_resolve_device(cfg.device))
-    _save_style_record(out_dir, style, cfg)
+    from . import distributed
+    from .runlock import RunLock
+
+    if distributed.is_main():  # refused at once if a live run holds the folder, before style.png is touched
+        RunLock(out_dir, "train_style").acquire().release()
+        _save_style_record(out_dir, style, cfg)
     return train(build_style_model(cfg), StyleLoss(loss), data, cfg, out_dir, resume=resume,
                  progress=progress, workers=workers, max_seconds=max_seconds)
 

