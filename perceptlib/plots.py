@@ -297,3 +297,42 @@ def plot_question_bars(rows: Sequence[Mapping], metrics: Sequence[str] = ("psnr"
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_run_terms(runs: Mapping[str, Mapping[str, Sequence[float]]], terms: Sequence[str] = ("feat", "style"),
+                   log: bool = True, size: float = 3.2, title: str | None = None, smooth: int = 1):
+    """Training curves of several runs side by side: one panel per term, one line per run.
+
+    ``runs``: ``{label: {"step": [...], term: [...], ...}}`` (e.g. ``{name: {"step": h["step"], **h["terms"]}}``
+    of ``history.json`` files); runs without a term are left out of its panel. ``smooth``: moving-average
+    window in log entries. The legend sits below the panels, so it never covers a curve.
+    """
+    if not runs:
+        raise ValueError("plot_run_terms needs at least one run")
+    fig, axes = _figure(1, len(terms), size)
+    fig.set_size_inches(size * 1.35 * len(terms), size + 0.35 * ((len(runs) + 2) // 3) + 0.4)
+    for ax, term in zip(axes[0], terms):
+        for i, (label, r) in enumerate(runs.items()):
+            if term not in r:
+                continue
+            v = np.asarray(r[term], float)
+            s = np.asarray(r["step"], float)
+            if smooth > 1 and v.size >= smooth:
+                v = np.convolve(v, np.ones(smooth) / smooth, mode="valid")
+                s = s[smooth - 1:]
+            ax.plot(s, v, lw=1.0, color=f"C{i % 10}", ls="-" if i < 10 else "--", label=label)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(term, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

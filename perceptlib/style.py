@@ -27,7 +27,8 @@ from .nets import TransformerNet
 from .train import History, infer, load_model, train
 
 __all__ = ["StyleDataset", "StyleLoss", "style_image_tensor", "build_style_model", "build_style_loss",
-           "train_style", "load_style", "style_of", "stylize", "optimise_style", "style_loss_of", "compare_with_optimisation"]
+           "train_style", "load_style", "style_of", "stylize", "optimise_style", "style_loss_of", "compare_with_optimisation",
+           "iterations_matching"]
 
 
 def _resize_short(img: Tensor, size: int) -> Tensor:
@@ -262,3 +263,47 @@ def compare_with_optimisation(model: nn.Module, content: Tensor, style: Tensor |
     return {"network": {"image": out, "terms": style_loss_of(out, content, loss), "seconds": net_s},
             "optimisation": {"image": rec.image[0], "terms": style_loss_of(rec.image[0], content, loss),
                              "seconds": rec.seconds, "curve": rec.losses}}
+
+
+def iterations_matching(model: nn.Module, photos: Sequence[Tensor], style: Tensor | str | os.PathLike,
+                        cfg: StyleConfig, size: int = 256, max_steps: int = 500, precision: str = "off",
+                        device: str | torch.device | None = None, seed: int = 0) -> dict:
+    """The paper's Fig. 5 measure: how many L-BFGS evaluations of the optimisation baseline (white-noise
+    start, the same loss as the network's training: ``cfg``'s layers and weights) it takes to reach the
+    network's loss, per photo.
+
+    Each photo ``(3, H, W)`` in [0, 1] is centre-cropped and resized to ``size``²; the network's output is
+    scored with the loss in fp32; the optimisation stops as soon as its best loss so far is at or below
+    the network's (so a network worth ``k`` evaluations costs ``k`` of them), or after ``max_steps``.
+    ``precision``: the loss network's during the optimisation (``off``: fp32, the default).
+
+    Returns ``{"size", "max_steps", "photos": [{"network_loss", "iterations" (None: not reached),
+    "optimisation_loss" (best reached)}], "iterations_matching_network": mean over photos (a photo not
+    reached counts as max_steps), "min", "all_reached"}``.
+    """
+    from .speed import square_crop
+    from .train import _resolve_device
+
+    dev = torch.device(device) if device is not None else _resolve_device(cfg.device)
+    loss = build_style_loss(cfg, style, device=dev)
+    model = model.to(dev)
+    rows = []
+    for photo in photos:
+        x = square_crop(photo, size)
+        net_loss = style_loss_of(stylize(model, x), x, loss)["total"]
+        state = {"best": float("inf"), "hit": None}
+
+        def stop(step: int, terms: dict, image: Tensor) -> bool:
+            state["best"] = min(state["best"], terms["total"])
+            if state["best"] <= net_loss:
+                state["hit"] = step + 1
+                return True
+            return False
+
+        optimise_style(x, style, cfg, steps=max_steps, init="noise", seed=seed, device=dev, progress=False, loss=loss,
+                       callback=stop, precision=precision)
+        rows.append({"network_loss": net_loss, "iterations": state["hit"], "optimisation_loss": state["best"]})
+    its = [r["iterations"] if r["iterations"] is not None else max_steps for r in rows]
+    return {"size": int(size), "max_steps": int(max_steps), "photos": rows,
+            "iterations_matching_network": float(np.mean(its)), "min": int(min(its)),
+            "all_reached": all(r["iterations"] is not None for r in rows)}

@@ -1,0 +1,90 @@
+"""Run summaries (perceptlib.runs), the training-curve plot, the checkerboard measure and the Fig. 5 measure."""
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from perceptlib.config import PAPER_STYLE, for_mode
+from perceptlib.metrics import checkerboard_db
+from perceptlib.plots import plot_run_terms
+from perceptlib.runs import load_run, load_runs, spikes, summarise
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def write_run(folder, style, feat, sessions=()):
+    folder.mkdir(parents=True)
+    steps = list(range(10, 10 * len(style) + 1, 10))
+    (folder / "config.json").write_text(json.dumps({"steps": steps[-1]}))
+    (folder / "history.json").write_text(json.dumps({"step": steps, "terms": {"style": style, "feat": feat},
+                                                     "elapsed_s": 12.5, "sessions": list(sessions),
+                                                     "last_step": steps[-1]}))
+
+
+def test_spikes_and_summary(tmp_path):
+    style = [10.0] * 30
+    style[20] = 100.0  # one jump of 10x
+    assert spikes(style) == [20]
+    assert spikes([10.0] * 30) == []
+    feat = list(np.linspace(4, 2, 30))
+    write_run(tmp_path / "a", style, feat, [{"precision": "bf16", "name": "cpu X"}])
+    write_run(tmp_path / "b", [5.0] * 30, [3.0] * 30)
+    runs = load_runs(tmp_path)
+    assert list(runs) == ["a", "b"] and not runs["a"].has_model
+    s = summarise(runs["a"])
+    assert s["steps"] == 300 and s["style_spikes"] == 1 and s["precision"] == "bf16" and s["device"] == "cpu X"
+    assert math.isclose(s["feat_end"], np.mean(feat[-6:])) and s["feat_change"] < 0.6
+    with pytest.raises(FileNotFoundError, match="not a training run"):
+        load_run(tmp_path)
+    fig = plot_run_terms({n: {"step": r.history["step"], **r.history["terms"]} for n, r in runs.items()},
+                         terms=("feat", "style"), smooth=3)
+    axes = fig.axes
+    assert [a.get_title() for a in axes] == ["feat", "style"] and all(len(a.lines) == 2 for a in axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b"]
+
+
+def test_checkerboard_measure():
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=96, mode="bicubic",
+                                             align_corners=False)[0].clamp(0, 1)
+    assert abs(checkerboard_db(smooth, smooth, 4)) < 1e-9
+    yy, xx = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
+    grid = 0.03 * ((yy % 2) ^ (xx % 2)).float()  # a period-2 checkerboard
+    assert checkerboard_db((smooth + grid).clamp(0, 1), smooth, 4) > 10
+    with pytest.raises(ValueError, match="power of two"):
+        checkerboard_db(smooth, smooth, 3)
+
+
+class Constant(torch.nn.Module):
+    """A "network" that outputs grey: a poor stylisation, reached by the optimisation within a few steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return torch.full_like(x, 0.5) + 0 * self.w
+
+
+def test_iterations_matching_stops_at_the_network_loss(real_weights):
+    from perceptlib.data import image_paths  # noqa: F401  (the photos are tensors here)
+    from perceptlib.style import build_style_loss, iterations_matching, optimise_style
+    from perceptlib.speed import square_crop
+
+    cfg = dataclasses.replace(for_mode(PAPER_STYLE, "quick"), vgg_weights="torchvision", device="cpu",
+                              style_layers=(("relu1_2", 1 / 64**2), ("relu2_2", 1 / 128**2)))
+    g = torch.Generator().manual_seed(0)
+    style = torch.rand(3, 32, 32, generator=g)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=40, mode="bilinear")[0]
+    res = iterations_matching(Constant(), [photo], style, cfg, size=32, max_steps=60)
+    row = res["photos"][0]
+    assert res["all_reached"] and row["iterations"] == res["min"] == res["iterations_matching_network"]
+    assert row["optimisation_loss"] <= row["network_loss"]
+    k = row["iterations"]
+    if k > 1:  # one evaluation fewer does not reach it
+        loss = build_style_loss(cfg, style)
+        rec = optimise_style(square_crop(photo, 32), style, cfg, steps=k - 1, loss=loss, progress=False)
+        assert min(rec.losses) > row["network_loss"]
