@@ -7,6 +7,7 @@ from .config import (
     MODES, PAPER_SR, PAPER_STYLE, SRConfig, StyleConfig, config_from_dict, default_device, differences, for_mode,
     resolve_mode,
 )
+from .deploy import export_onnx, image_transform, load_network, load_onnx, preserve_color, run_tiled, transform_path
 from .losses import (
     DISTANCES, PerceptualLoss, distance, feature_reconstruction_loss, gram_matrix, pixel_loss, style_loss,
     total_variation,
@@ -37,4 +38,5 @@ __all__ = [
     "style_loss", "total_variation",
     "LAYER_NAMES", "LossNetwork", "layer_channels", "min_input_size",
     "WeightsError", "WeightsInfo", "resolve_vgg16",
+    "export_onnx", "load_onnx", "load_network", "image_transform", "transform_path", "run_tiled", "preserve_color",
 ]

