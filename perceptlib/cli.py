@@ -198,13 +198,15 @@ def _torchrun_setup(device: str) -> None:
 def _config_from_args(base, args: argparse.Namespace):
     import dataclasses
 
-    from .config import for_mode, parse_layers
+    from .config import for_mode, parse_layers, recipe
 
+    if getattr(args, "recipe", None):  # the recipe's values first, then the mode's sizes, then the flags
+        base = recipe(base, args.recipe)
     cfg = for_mode(base, args.mode)
     changes = {}
     for f in dataclasses.fields(cfg):
         v = getattr(args, f.name, None)
-        if v is not None and f.name != "mode":
+        if v is not None and f.name not in ("mode", "recipe"):
             changes[f.name] = parse_layers(v) if f.name.endswith("layers") else v
     return dataclasses.replace(cfg, **changes)
 

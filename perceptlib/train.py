@@ -56,7 +56,7 @@ _FORMAT = "perceptlib-train"
 _VERSION = 1
 # config fields that may change between a run and its resumption (a later session may run on another
 # machine: the hardware settings may differ; each session's device and precision are in history.sessions)
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mode", "eval_limit", "precision", "amp",
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mode", "eval_limit", "precision", "amp", "recipe",
                       "channels_last"}
 
 LossFn = Callable[[nn.Module, Any], "tuple[Tensor, Mapping[str, Tensor | float]]"]
@@ -478,7 +478,9 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
     # read by rank 0 and sent to the others (no shared folder needed); its errors raise on every rank
     ckpt = pdist.on_main(lambda: load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None)
     if ckpt is not None:
-        old = {k: v for k, v in ckpt["config"].items() if k not in _RESUMABLE_CHANGES}
+        # fields added to the config class after the checkpoint was written count as their default value
+        defaults = _config_dict(type(cfg)()) if dataclasses.is_dataclass(cfg) else {}
+        old = {k: v for k, v in {**defaults, **ckpt["config"]}.items() if k not in _RESUMABLE_CHANGES}
         new = {k: v for k, v in cfg_dict.items() if k not in _RESUMABLE_CHANGES}
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

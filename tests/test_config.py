@@ -94,3 +94,45 @@ def test_parse_layers():
         parse_layers("relu9_9=1")
     with pytest.raises(ValueError, match="bad layer weight"):
         parse_layers("relu2_2=x")
+
+
+def test_recipes():
+    from perceptlib.config import IMPL_STYLE, PAPER_STYLE, StyleConfig, differences, for_mode, recipe
+
+    impl = for_mode(IMPL_STYLE, "cpu")
+    assert (impl.recipe, impl.norm, impl.channels, impl.head) == ("impl", "instance", 16, "tanh150")
+    assert impl.image_size == 128  # the mode's sizes still apply
+    rows = {r[0]: r[3] for r in differences(impl)}
+    assert rows["norm"].startswith("impl recipe: [L]") and "recipe" not in rows
+    back = recipe(impl, "paper")
+    assert (back.norm, back.channels, back.head, back.image_size) == (PAPER_STYLE.norm, 32, "paper", 128)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipe(StyleConfig, "fast")
+
+
+def test_resume_of_a_run_saved_before_new_fields(tmp_path):
+    """A checkpoint whose config predates a field (here head and recipe) resumes: missing = the default."""
+    import dataclasses
+
+    import torch
+
+    from perceptlib.config import PAPER_SR
+    from perceptlib.nets import SRNet
+    from perceptlib.sr import build_sr_loss
+    from perceptlib.train import CHECKPOINT, load_checkpoint, train
+
+    cfg = dataclasses.replace(for_mode(PAPER_SR, "quick"), scale=2, patch_size=12, batch_size=2, steps=2,
+                              checkpoint_every=2, log_every=1, loss="pixel", channels=4, blocks=1, device="cpu",
+                              precision="off")
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(4, 3, 12, 12, generator=g)
+    data = [(torch.nn.functional.avg_pool2d(h[None], 2)[0], h) for h in hr]
+    train(SRNet(scale=2, channels=4, blocks=1), build_sr_loss(cfg), data, cfg, tmp_path, progress=False)
+    ck = load_checkpoint(tmp_path / CHECKPOINT)
+    for k in ("head", "recipe"):
+        ck["config"].pop(k)
+    ck.pop("path")
+    torch.save(ck, tmp_path / CHECKPOINT)
+    hist = train(SRNet(scale=2, channels=4, blocks=1), build_sr_loss(cfg), data, dataclasses.replace(cfg, steps=3),
+                 tmp_path, progress=False)
+    assert hist.step[-1] == 3 and hist.steps_run == 1
