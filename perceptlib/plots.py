@@ -336,3 +336,31 @@ def plot_run_terms(runs: Mapping[str, Mapping[str, Sequence[float]]], terms: Seq
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def plot_table1(results: Mapping[str, Mapping], paper: Mapping[int, Sequence[float]] | None = None,
+                size: float = 3.4):
+    """Seconds per image vs image side, log-log: the optimisation baseline at 100 and 500 evaluations and the
+    network, one marker style per result in ``results`` (``{label: perceptlib.speed.table1(...)}``), plus the
+    paper's Titan X numbers (``{side: (opt100, opt300, opt500, network)}``). The legend sits below the axes."""
+    fig, axes = _figure(1, 1, size)
+    fig.set_size_inches(size * 1.9, size + 0.25 * (len(results) + 1))
+    ax = axes[0, 0]
+    markers = "osD^v<>"
+    for k, (lab, res) in enumerate(results.items()):
+        sizes = sorted({r["size"] for r in res["rows"]})
+        for n, c in ((500, "C0"), (100, "C2"), (None, "C1")):
+            ys = [next(r["seconds"] for r in res["rows"] if r["size"] == s and r["iterations"] == n) for s in sizes]
+            ax.plot(sizes, ys, marker=markers[k % len(markers)], color=c, ls=("-", ":", "-.", "--")[k % 4],
+                    label=f"{lab}: " + (f"optimisation {n} its" if n else "network"))
+    if paper:
+        sides = sorted(paper)
+        ax.plot(sides, [paper[s][2] for s in sides], "k^--", lw=0.8, label="paper: optimisation 500 its")
+        ax.plot(sides, [paper[s][3] for s in sides], "kv--", lw=0.8, label="paper: network")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("image side (px)")
+    ax.set_ylabel("seconds per image")
+    ax.grid(True, alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=6, frameon=False)
+    return fig

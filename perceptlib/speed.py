@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["square_crop", "time_network", "time_optimisation"]
+__all__ = ["square_crop", "time_network", "time_optimisation", "table1", "format_table1"]
 
 
 def _sync(device: torch.device) -> None:
@@ -85,3 +85,47 @@ def time_optimisation(content: Tensor, style: Tensor | str | os.PathLike, cfg, s
     per = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
     out = {n: ((stamps[n - 1], True) if n <= len(stamps) else (stamps[0] + per * (n - 1), False)) for n in iters}
     return out, rec.final_loss
+
+
+def table1(net: nn.Module, content: Tensor, style: Tensor | str | os.PathLike, cfg, sizes: list[int],
+           device: str | torch.device = "cpu", budget: float = 60.0, precision: str = "off",
+           iters: tuple[int, ...] = (100, 300, 500), repeats: int | None = None) -> dict:
+    """The paper's Table 1 on ``device``: for each size, the optimisation baseline's seconds to ``iters``
+    evaluations (:func:`time_optimisation`; ``measured`` False where extrapolated past ``budget``) and one
+    network pass (:func:`time_network`), in ``precision``. Returns ``{"device", "dtype", "precision",
+    "torch", "rows": [{"size", "method", "iterations" (None: network), "seconds", "measured"}]}``."""
+    from .precision import describe_machine, resolve_precision
+
+    device = torch.device(device)
+    used = resolve_precision(precision, device)
+    rows = []
+    for size in sizes:
+        opt, _ = time_optimisation(content, style, cfg, size, list(iters), device, budget=budget, precision=used)
+        rows += [{"size": size, "method": "optimisation", "iterations": n, "seconds": s, "measured": m}
+                 for n, (s, m) in opt.items()]
+        reps = repeats or (3 if device.type == "cpu" else 20)
+        rows.append({"size": size, "method": "network", "iterations": None, "measured": True,
+                     "seconds": time_network(net, size, device, repeats=reps, precision=used)})
+    m = describe_machine(device)
+    return {"device": f"{m['name']}, {m['threads']} thread(s)" if device.type == "cpu" else m["name"],
+            "dtype": "float32" if used == "fp32" else "bfloat16 autocast", "precision": used,
+            "torch": m["torch"], "rows": rows, "iterations_are": "loss+gradient evaluations"}
+
+
+def format_table1(res: dict, paper: dict | None = None, label: str = "") -> str:
+    """A text table of :func:`table1`'s result (``~`` = extrapolated), with the paper's row per size from
+    ``paper`` (``{size: (opt100, opt300, opt500, network[, stated speed-up vs 500])}``) when given. The paper's
+    speed-ups were computed from unrounded times, so only a stated one is printed, never one recomputed from
+    the rounded seconds."""
+    lines = [f"{label + ': ' if label else ''}{res['device']}, {res['dtype']}; ~ = extrapolated",
+             f"{'size':>5s} {'opt 100':>9s} {'opt 300':>9s} {'opt 500':>9s} {'network':>9s} {'x vs 500':>9s}"
+             + ("   paper (Titan X): opt 100 / 300 / 500 / network" if paper else "")]
+    for size in sorted({r["size"] for r in res["rows"]}):
+        r = {row["iterations"]: row for row in res["rows"] if row["size"] == size}
+        cells = [f"{'~' if not r[n]['measured'] else ''}{r[n]['seconds']:.3g}" for n in (100, 300, 500)]
+        p = (paper or {}).get(size)
+        lines.append(f"{size:5d} " + " ".join(f"{c:>9s}" for c in cells) + f" {r[None]['seconds']:9.4f} "
+                     f"{r[500]['seconds'] / r[None]['seconds']:8.0f}x"
+                     + (f"   {p[0]} / {p[1]} / {p[2]} / {p[3]} ({p[4]:.0f}x)" if p and len(p) > 4 else
+                        f"   {p[0]} / {p[1]} / {p[2]} / {p[3]}" if p else ""))
+    return "\n".join(lines)

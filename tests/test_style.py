@@ -159,3 +159,22 @@ def test_speed_helpers_measure_and_extrapolate(files, real_weights):
     # a budget far below the run's time: stops after a few evaluations, the rest is extrapolated
     cut, _ = time_optimisation(content, style, cfg, 32, [3, 400], "cpu", budget=1e-3)
     assert cut[3][1] and not cut[400][1] and cut[400][0] > cut[3][0]
+
+
+def test_table1_and_its_text_and_plot(files, real_weights):
+    from perceptlib.nets import TransformerNet
+    from perceptlib.plots import plot_table1
+    from perceptlib.speed import format_table1, table1
+
+    _, style = files
+    cfg = dataclasses.replace(TINY, style_size=32)
+    content = load_asset("chelsea", 48)[0]
+    res = table1(TransformerNet(channels=4), content, style, cfg, [32], "cpu", budget=1e-3, precision="off",
+                 iters=(100, 300, 500), repeats=1)
+    assert res["precision"] == "fp32" and res["dtype"] == "float32"
+    rows = {r["iterations"]: r for r in res["rows"]}
+    assert set(rows) == {100, 300, 500, None} and not rows[500]["measured"] and rows[None]["seconds"] > 0
+    text = format_table1(res, {32: (1.0, 2.0, 3.0, 0.01, 1234)}, "here")
+    assert "~" in text and "(1234x)" in text and "(300x)" not in text  # the stated speed-up, not a recomputed one
+    fig = plot_table1({"here": res}, {32: (1.0, 2.0, 3.0, 0.01)})
+    assert len(fig.axes[0].lines) == 5 and fig.legends
