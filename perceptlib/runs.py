@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Run", "load_run", "load_runs", "summarise", "spikes"]
+__all__ = ["Run", "load_run", "load_runs", "summarise", "spikes", "describe", "markdown_table"]
 
 
 @dataclass
@@ -85,3 +85,41 @@ def summarise(run: Run, tail: float = 0.2, terms: Sequence[str] = ("feat", "styl
         out["precision"] = "/".join(dict.fromkeys(s.get("precision", "?") for s in sessions))
         out["device"] = "/".join(dict.fromkeys(s.get("name", "?") for s in sessions))
     return out
+
+
+_SHORT = {"norm": {"batch": "BN", "instance": "IN", "none": "no norm"},
+          "head": {"paper": "(tanh+1)/2", "tanh150": "150 tanh"}}
+
+
+def describe(run: Run, keys: Sequence[str] = ("norm", "head", "channels", "lr", "style_weight", "style_size",
+                                              "tv_weight", "upsample", "vgg_weights")) -> str:
+    """A short label of the recipe fields of ``run``'s config that differ from the paper's (``"paper"`` when
+    none do), e.g. ``"IN, 150 tanh, lr 0.0005"``."""
+    from .config import config_from_dict
+
+    cfg = config_from_dict(run.config)
+    paper = type(cfg)()
+    parts = []
+    for k in keys:
+        if not hasattr(cfg, k) or getattr(cfg, k) == getattr(paper, k):
+            continue
+        v = getattr(cfg, k)
+        parts.append(_SHORT[k].get(v, str(v)) if k in _SHORT else f"{k.replace('_', ' ')} {v:g}"
+                     if isinstance(v, float) else f"{k.replace('_', ' ')} {v}")
+    return ", ".join(parts) or "paper"
+
+
+def markdown_table(rows: Sequence[Mapping], columns: Mapping[str, str]) -> str:
+    """``rows`` as a Markdown table: ``columns`` maps each key to its header; floats get 3 significant digits,
+    None becomes a dash."""
+    def cell(v) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v)
+
+    head = "| " + " | ".join(columns.values()) + " |"
+    rule = "|" + "---|" * len(columns)
+    body = ["| " + " | ".join(cell(r.get(k)) for k in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
