@@ -126,7 +126,7 @@ def _add_sr_eval(sub: argparse._SubParsersAction) -> None:
 
 def _data(args: argparse.Namespace) -> int:
     from .data import SET_NAMES, fetch, set_info
-    from .paths import cache_dir
+    from .sources.paths import cache_dir
 
     if args.action == "fetch":
         fetch(sets=args.sets, cache=args.cache, progress=True, keep_packages=args.keep_packages)

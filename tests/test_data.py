@@ -21,10 +21,12 @@ import pytest
 from PIL import Image
 
 from perceptlib import data
-from perceptlib.deb import Package, deb_extract, download_deb, read_ar
-from perceptlib.download import FetchError
-from perceptlib.rcc import (RccError, RccFile, crop_border, gcompris_licences, painting_title,
-                            rebuild_painting)
+from perceptlib.sources import data_sources
+from perceptlib.sources.deb import Package, deb_extract, download_deb, read_ar
+from perceptlib.sources.download import OFFLINE_ENV, FetchError
+from perceptlib.sources.paths import CACHE_ENV
+from perceptlib.sources.rcc import (RccError, RccFile, crop_border, gcompris_licences, painting_title,
+                                    rebuild_painting)
 
 # -- builders for the formats under test ------------------------------------------------------------
 
@@ -392,18 +394,164 @@ def test_env_var_and_root_folders_are_real_sets(tmp_path, monkeypatch):
         data.image_paths("bsd100", root=real / "sub")
 
 
+def _no_fetch(*a, **k):
+    raise AssertionError("fetch() must not be called here")
+
+
 def test_missing_data_says_how_to_fetch(tmp_path, monkeypatch):
     monkeypatch.delenv("PERCEPTLIB_SET5", raising=False)
+    fetch = data.fetch
+    monkeypatch.setattr(data, "fetch", _no_fetch)
     with pytest.raises(data.DataMissingError, match=r"Set5-like.*5 of 5 images missing.*"
-                       r"python -m perceptlib data fetch --sets set5 --cache"):
-        data.image_paths("set5", cache=tmp_path)
-    info = data.set_info("set5", cache=tmp_path)
+                       r"python -m perceptlib data fetch --sets set5 --cache .*\(not fetched: download=False\)"):
+        data.image_paths("set5", cache=tmp_path, download=False)
+    info = data.set_info("set5", cache=tmp_path)  # never fetches
     assert (info["label"], info["standin"], info["count"], info["available"]) == \
         ("Set5-like (stand-in)", True, 5, False)
     with pytest.raises(ValueError, match="unknown image set 'coco'; valid names: train, set5"):
         data.image_paths("coco")
     with pytest.raises(ValueError, match="unknown image set"):
-        data.fetch(sets=["set5", "coco"], cache=tmp_path)
+        fetch(sets=["set5", "coco"], cache=tmp_path)
+
+
+def _recording_fetch(monkeypatch) -> list:
+    """Replace :func:`data.fetch` (no network) by one that writes the committed names of the sets asked for."""
+    calls = []
+
+    def fetch(sets=None, cache=None, **kw):
+        calls.append((list(sets), cache, kw))
+        root = Path(cache) if cache is not None else data.cache_dir("data")
+        for e in data.expected_manifest():
+            if e["set"] in sets:
+                (root / e["path"]).parent.mkdir(parents=True, exist_ok=True)
+                (root / e["path"]).write_bytes(b"image")
+        return root
+
+    monkeypatch.setattr(data, "fetch", fetch)
+    return calls
+
+
+def test_missing_set_is_fetched_on_first_use(tmp_path, monkeypatch):
+    for var in ("PERCEPTLIB_SET5", "PERCEPTLIB_SET14", OFFLINE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # empty: no data/ yet
+    calls = _recording_fetch(monkeypatch)
+    want = sorted(e["name"] for e in data.expected_manifest() if e["set"] == "set14")
+    paths = data.image_paths("set14")
+    assert calls == [(["set14"], None, {})]  # exactly that set, with the CLI's defaults (tqdm bar on)
+    assert [p.name for p in paths] == want and len(want) == 14
+    assert all(p.parent == tmp_path / "cache" / "data" / "set14" and p.is_file() for p in paths)
+    assert data.image_paths("set14") == paths and len(calls) == 1  # there now: not fetched again
+    other = tmp_path / "other"
+    assert [p.name for p in data.image_paths("set5", cache=other)] == sorted(
+        e["name"] for e in data.expected_manifest() if e["set"] == "set5")
+    assert calls[1] == (["set5"], other, {})
+    assert data.set_info("set5", cache=other)["available"] and not data.set_info("bsd100")["available"]
+    assert len(calls) == 2  # set_info never fetches
+
+
+def test_offline_or_download_false_raise_without_fetching(tmp_path, monkeypatch):
+    monkeypatch.delenv("PERCEPTLIB_SET5", raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    calls = _recording_fetch(monkeypatch)
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    with pytest.raises(data.DataMissingError, match=r"Style images.*6 of 6 images missing.*"
+                       r"`python -m perceptlib data fetch --sets styles` \(not fetched: \$PERCEPTLIB_OFFLINE is set\)"):
+        data.image_paths("styles")
+    monkeypatch.setenv(OFFLINE_ENV, "0")
+    with pytest.raises(data.DataMissingError, match=r"--sets styles` \(not fetched: download=False\)"):
+        data.image_paths("styles", download=False)
+    assert calls == [] and not (tmp_path / "cache" / "data").exists()
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    assert len(data.image_paths("styles", download=True)) == 6 and len(calls) == 1  # an explicit True wins
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(OFFLINE_ENV, "0")
+    monkeypatch.setenv("PERCEPTLIB_SET5", str(empty))  # a user folder is never fetched into
+    with pytest.raises(data.DataMissingError, match="no images"):
+        data.image_paths("set5")
+    assert len(calls) == 1
+
+
+def test_failed_first_use_fetch_is_a_data_missing_error(tmp_path, monkeypatch):
+    monkeypatch.delenv(OFFLINE_ENV, raising=False)
+
+    def fetch(sets=None, cache=None, **kw):
+        raise FetchError("could not download Debian package opencv-doc=4.6.0+dfsg-12: no network")
+
+    monkeypatch.setattr(data, "fetch", fetch)
+    with pytest.raises(data.DataMissingError, match=r"--sets styles --cache .*; fetching it failed: could not "
+                                                    r"download Debian package opencv-doc") as e:
+        data.image_paths("styles", cache=tmp_path)
+    assert isinstance(e.value.__cause__, FetchError)  # a notebook that falls back on DataMissingError still can
+
+
+def test_first_use_runs_the_real_fetch_of_that_set_only(tmp_path, monkeypatch, capsys):
+    """No stand-ins: the tiny packages on a file:// mirror, fetched by the real code, with its tqdm bar."""
+    sources, split = _tiny_sources(tmp_path)
+    monkeypatch.setattr(data_sources, "SOURCES", sources)
+    monkeypatch.setattr(data_sources, "SPLIT", split)
+    names = [("set5", "t_a.png"), ("set5", "t_b.png"), ("styles", "big.png"), ("styles", "p.png")]
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: [dict(set=s, name=n) for s, n in names])
+    monkeypatch.setenv("PERCEPTLIB_DEBIAN_MIRROR", (tmp_path / "mirror").as_uri())
+    _fake_apt(tmp_path, monkeypatch, None)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    for var in ("PERCEPTLIB_SET5", OFFLINE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    paths = data.image_paths("set5")
+    root = tmp_path / "cache" / "data"
+    assert paths == [root / "set5" / "t_a.png", root / "set5" / "t_b.png"] and all(p.is_file() for p in paths)
+    assert {e["set"] for e in json.loads((root / "manifest.json").read_text())["images"]} == {"set5"}
+    assert not (root / "styles").exists() and not list((root / "packages").iterdir())
+    assert "data fetch: 100%" in capsys.readouterr().err  # the progress bar
+    for f in (tmp_path / "mirror").rglob("*.deb"):
+        f.unlink()
+    assert data.image_paths("set5") == paths  # complete now: nothing downloaded
+    with pytest.raises(data.DataMissingError, match=r"--sets styles`; fetching it failed: could not download "
+                                                    r"Debian package tiny=1\.0"):
+        data.image_paths("styles")
+
+
+def test_concurrent_first_use_waits_for_the_running_fetch(tmp_path, monkeypatch):
+    """Two callers (say two torchrun ranks) find the set missing: the second waits on the data folder's lock,
+    then finds the set complete and downloads nothing."""
+    import threading
+
+    sources, split = _tiny_sources(tmp_path)
+    monkeypatch.setattr(data_sources, "SOURCES", sources)
+    monkeypatch.setattr(data_sources, "SPLIT", split)
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: [dict(set="set5", name="t_a.png"),
+                                                                     dict(set="set5", name="t_b.png")])
+    monkeypatch.setenv("PERCEPTLIB_DEBIAN_MIRROR", (tmp_path / "mirror").as_uri())
+    _fake_apt(tmp_path, monkeypatch, None)
+    for var in ("PERCEPTLIB_SET5", OFFLINE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    source_files, downloaded, go, calls = data_sources._source_files, threading.Event(), threading.Event(), []
+
+    def held(*a, **k):  # the first fetch stops after its download, holding the lock
+        calls.append(a[0].pkg.name)
+        out = source_files(*a, **k)
+        downloaded.set()
+        assert go.wait(30)
+        return out
+
+    monkeypatch.setattr(data_sources, "_source_files", held)
+    cache, results = tmp_path / "cache", {}
+    run = lambda key: results.setdefault(key, data.image_paths("set5", cache=cache))  # noqa: E731
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert downloaded.wait(30)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and "second" not in results  # waiting on cache/.fetch.lock
+    for f in (tmp_path / "mirror").rglob("*.deb"):
+        f.unlink()  # so the second caller cannot download anything
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert results["first"] == results["second"] == [cache / "set5" / "t_a.png", cache / "set5" / "t_b.png"]
+    assert calls == ["tiny"]  # one download in all
 
 
 def test_demo_images_are_committed():
@@ -494,9 +642,9 @@ def _tiny_sources(tmp_path: Path) -> tuple[dict, tuple]:
 
 def test_fetch_end_to_end_and_rerun_is_noop(tmp_path, monkeypatch):
     sources, split = _tiny_sources(tmp_path)
-    monkeypatch.setattr(data, "SOURCES", sources)
-    monkeypatch.setattr(data, "SPLIT", split)
-    monkeypatch.setattr(data, "expected_manifest", lambda: [])
+    monkeypatch.setattr(data_sources, "SOURCES", sources)
+    monkeypatch.setattr(data_sources, "SPLIT", split)
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: [])
     monkeypatch.setenv("PERCEPTLIB_DEBIAN_MIRROR", (tmp_path / "mirror").as_uri())
     _fake_apt(tmp_path, monkeypatch, None)
     root = data.fetch(sets=["set5"], cache=tmp_path / "cache", progress=False)
@@ -523,9 +671,9 @@ def test_fetch_hash_mismatch_stops_with_package_version_command(tmp_path, monkey
     sources, split = _tiny_sources(tmp_path)
     bad = data.Source(Package("tiny", "deb", "1.0", "f" * 64, "tiny_1.0_all.deb", 1, sources["tiny"].pkg.pool),
                       "usr/share/t/", "MIT")
-    monkeypatch.setattr(data, "SOURCES", {**sources, "tiny": bad})
-    monkeypatch.setattr(data, "SPLIT", split)
-    monkeypatch.setattr(data, "expected_manifest", lambda: [])
+    monkeypatch.setattr(data_sources, "SOURCES", {**sources, "tiny": bad})
+    monkeypatch.setattr(data_sources, "SPLIT", split)
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: [])
     monkeypatch.setenv("PERCEPTLIB_DEBIAN_MIRROR", (tmp_path / "mirror").as_uri())
     _fake_apt(tmp_path, monkeypatch, None)
     with pytest.raises(FetchError, match=r"sha256 mismatch for Debian package tiny=1\.0.*apt-get download tiny=1\.0"
@@ -536,9 +684,9 @@ def test_fetch_hash_mismatch_stops_with_package_version_command(tmp_path, monkey
 
 def test_fetch_checks_rule_counts(tmp_path, monkeypatch):
     sources, split = _tiny_sources(tmp_path)
-    monkeypatch.setattr(data, "SOURCES", sources)
-    monkeypatch.setattr(data, "SPLIT", (data.Rule("set5", "tiny", "*.png", count=5),))
-    monkeypatch.setattr(data, "expected_manifest", lambda: [])
+    monkeypatch.setattr(data_sources, "SOURCES", sources)
+    monkeypatch.setattr(data_sources, "SPLIT", (data.Rule("set5", "tiny", "*.png", count=5),))
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: [])
     monkeypatch.setenv("PERCEPTLIB_DEBIAN_MIRROR", (tmp_path / "mirror").as_uri())
     _fake_apt(tmp_path, monkeypatch, None)
     with pytest.raises(FetchError, match=r"tiny=1\.0: expected 5 files matching '\*\.png', found 3"):

