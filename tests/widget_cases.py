@@ -231,6 +231,6 @@ KEY_FIGURES: list[KeyFigure] = [
               "01 · Fig. 4: style reconstruction from Gram matrices"),
     KeyFigure("02_super_resolution.ipynb", "histogram_match(", "02_sr_x4",
               "02 · ×4 super-resolution: bicubic, ℓ_pixel, ℓ_feat"),
-    KeyFigure("03_style_transfer.ipynb", "for res, mk, lab in ((gpu_speed", "03_table1_speed",
+    KeyFigure("03_style_transfer.ipynb", "display(plot_table1(", "03_table1_speed",
               "03 · Table 1: seconds per image, trained network vs optimisation"),
 ]
