@@ -109,14 +109,14 @@ def describe(run: Run, keys: Sequence[str] = ("norm", "head", "channels", "lr", 
     return ", ".join(parts) or "paper"
 
 
-def markdown_table(rows: Sequence[Mapping], columns: Mapping[str, str]) -> str:
-    """``rows`` as a Markdown table: ``columns`` maps each key to its header; floats get 3 significant digits,
-    None becomes a dash."""
+def markdown_table(rows: Sequence[Mapping], columns: Mapping[str, str], float_format: str = ".3g") -> str:
+    """``rows`` as a Markdown table: ``columns`` maps each key to its header; floats are formatted with
+    ``float_format`` (e.g. ``".2f"`` for dB), None becomes a dash."""
     def cell(v) -> str:
         if v is None:
             return "–"
         if isinstance(v, float):
-            return f"{v:.3g}"
+            return format(v, float_format)
         return str(v)
 
     head = "| " + " | ".join(columns.values()) + " |"

@@ -11,6 +11,7 @@ declare -A VARIANT=(
   [paper]=""                                    # BN, deconv, (tanh+1)/2, Caffe relu2_2, no TV
   [nearest_conv]="--upsample nearest-conv"      # the usual checkerboard cure
   [instance]="--norm instance"
+  [instance_fp32]="--norm instance --precision off"   # is a divergence of the instance-norm run bf16's doing?
   [no_norm]="--norm none"
   [tv]="--tv-weight 10"                         # TV (the paper is silent for SR): ~1 % of the loss
   [tanh150]="--head tanh150"
@@ -19,5 +20,5 @@ declare -A VARIANT=(
 NAMES=("$@"); [ ${#NAMES[@]} -eq 0 ] && NAMES=(paper nearest_conv instance no_norm tv tanh150 torchvision)
 for name in "${NAMES[@]}"; do
   "$PY" -m perceptlib train-sr --mode cpu --scale 4 --loss feat --steps "$STEPS" --checkpoint-every 250 \
-    --out "results/sr_diagnostics/$name" --no-progress ${VARIANT[$name]}
+    --out "results/sr_diagnostics/$name" --no-progress ${VARIANT[$name]} || echo "$name failed (exit $?)"
 done
