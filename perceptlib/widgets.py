@@ -4,9 +4,12 @@ Each factory returns an ``ipywidgets.interactive`` with a Run button (``manual``
 computed until it is clicked. After a run, ``app.result`` is the Figure and ``app.last_run`` the
 result dict of :func:`perceptlib.experiments.run_spec`. Controls carry CSS classes (``pl-layer``,
 ``pl-weight``, ``pl-distance``, ``pl-steps``, ...) for browser tests; they are named in ``app.controls``.
+Under the controls each app shows one "Try this: ..." line (``app.hint``, an ``ipywidgets.HTML`` with class
+``pl-hint``; ``hint=`` overrides it, ``""`` hides it); lines that say what a Run will do are in ``app.notes``.
 """
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 from torch import Tensor
@@ -14,11 +17,34 @@ from torch import Tensor
 from .losses import DISTANCES
 from .vgg import LAYER_NAMES
 
-__all__ = ["TAP_OPTIONS", "reconstruction_app", "style_reconstruction_app", "style_transfer_app"]
+__all__ = ["TAP_OPTIONS", "NETWORK_LABELS", "HINTS", "NETWORK_MODE_NOTE", "reconstruction_app",
+           "style_reconstruction_app", "style_transfer_app"]
 
 #: Layers a picker offers: every conv and relu tap, in network order (pools are left out).
 TAP_OPTIONS: tuple[str, ...] = tuple(n for n in LAYER_NAMES if not n.startswith("pool"))
 _TV_OPTIONS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
+#: Loss-network choices the reconstruction apps offer (values of ``RunSpec.weights``) and their labels.
+NETWORK_LABELS: dict[str, str] = {"torchvision": "torchvision (ImageNet)", "caffe": "Caffe (the paper's)",
+                                  "random-kaiming": "random (He init)", "random-default": "random (PyTorch init)"}
+
+#: The default "Try this" line of each app: one sentence on what the paper shows.
+HINTS: dict[str, str] = {
+    "reconstruction_app":
+        "Try this: relu2_2 vs relu4_3 from noise — the deeper layer keeps the layout but loses colour, texture and "
+        "exact shape (the paper's Fig. 3).",
+    "style_reconstruction_app":
+        "Try this: relu1_2 alone, then relu1_2 to relu4_3 — the Gram matrices keep the painting's colours and "
+        "textures but not its layout, and deeper layers add larger-scale structure (Fig. 4).",
+    "style_transfer_app":
+        "Try this: 'network' vs 'optimise' — in the paper the trained network reaches the loss of 50–100 L-BFGS "
+        "iterations in one forward pass, about 1000× faster than 500 iterations (Fig. 5, Table 1).",
+    "sr_compare_app":
+        "Try this: baboon's fur at ×4 — ℓ_pixel is smooth, ℓ_feat keeps texture, although the paper's ℓ_feat "
+        "networks score a lower PSNR than bicubic.",
+    "sr_train_app":
+        "Try this: relu2_2 with pixel weight 0 vs no layer (ℓ_pixel alone) — in the paper ℓ_feat scores a lower "
+        "PSNR than ℓ_pixel yet reconstructs sharper edges and finer detail.",
+}
 
 
 def _caption(res: Mapping) -> str:
@@ -34,32 +60,55 @@ def _common_controls(steps: int, max_steps: int, init: str, network_options: Seq
         "steps": W.IntSlider(value=steps, min=1, max=max_steps, step=1, description="steps",
                              continuous_update=False).add_class("pl-steps"),
         "init": W.Dropdown(options=["grey", "noise"], value=init, description="init").add_class("pl-init"),
-        "network": W.Dropdown(options=list(network_options), value=network_options[0],
-                              description="VGG weights").add_class("pl-network"),
+        "network": W.Dropdown(options=[(NETWORK_LABELS.get(n, n), n) for n in network_options],
+                              value=network_options[0], description="VGG weights").add_class("pl-network"),
         "tv_weight": W.Dropdown(options=list(_TV_OPTIONS), value=0.0, description="TV weight").add_class("pl-tv"),
         "optimizer": W.Dropdown(options=["lbfgs", "adam"], value="lbfgs", description="optimizer")
         .add_class("pl-optimizer"),
     }
 
 
-def _app(f, controls: dict):
+def _line(text: str, css: str):
+    """A one-line ``ipywidgets.HTML`` showing ``text`` (escaped), hidden while ``text`` is empty."""
+    import ipywidgets as W
+
+    w = W.HTML().add_class(css)
+    _set_line(w, text)
+    return w
+
+
+def _set_line(w, text: str) -> None:
+    w.value = html.escape(text, quote=False)
+    w.layout.display = None if text else "none"
+
+
+def _app(f, controls: dict, hint: str, notes: Mapping[str, object] | None = None):
+    """``interactive(f, **controls)`` with a Run button; ``notes`` (name -> HTML line) sit between the
+    controls and the button, the ``hint`` line under the button, then the output."""
     import ipywidgets as W
 
     app = W.interactive(f, {"manual": True, "manual_name": "Run", "auto_display": True}, **controls)
     app.manual_button.add_class("pl-run")
     app.controls = controls
+    app.notes = dict(notes or {})
+    app.hint = _line(hint, "pl-hint")
     app.last_run = None
+    *inputs, button, out = app.children
+    app.children = (*inputs, *app.notes.values(), button, app.hint, out)
     return app
 
 
 def reconstruction_app(images: Mapping[str, Tensor], *, size: int = 64, steps: int = 30, max_steps: int = 500,
                        layers: Sequence[str] = ("relu2_2", "relu4_3", ""), weights: Sequence[float] = (1.0, 1.0, 1.0),
-                       init: str = "grey", network_options: Sequence[str] = ("torchvision", "random-kaiming",
+                       init: str = "grey", network_options: Sequence[str] = ("torchvision", "caffe", "random-kaiming",
                                                                              "random-default"),
-                       device: str = "cpu"):
+                       device: str = "cpu", hint: str | None = None):
     """Feature reconstruction (Fig. 3) with up to three layers ``{layer: weight}``, a distance, steps,
     start image, loss-network weights, TV weight and optimiser; ``images``: ``{name: (1, 3, size, size)}``
-    (use :func:`perceptlib.experiments.square_image`). Leave a layer picker at "" to not use it."""
+    (use :func:`perceptlib.experiments.square_image`). Leave a layer picker at "" to not use it.
+    ``network_options``: values of :attr:`RunSpec.weights <perceptlib.experiments.RunSpec>`, the first
+    preselected: ``"caffe"`` is the paper's Caffe VGG-16, ``"torchvision"`` the ImageNet one of torchvision
+    (resolved on Run by :func:`perceptlib.weights.resolve_vgg16`), ``"random-*"`` seeded random networks."""
     import ipywidgets as W
 
     from .experiments import RunSpec, run_spec
@@ -94,14 +143,15 @@ def reconstruction_app(images: Mapping[str, Tensor], *, size: int = 64, steps: i
         return plot_reconstruction_grid({image: images[image]}, {image: {spec.label: res["image"]}},
                                         captions={image: {spec.label: _caption(res)}}, size=3.0)
 
-    app = _app(run, controls)
+    app = _app(run, controls, HINTS["reconstruction_app"] if hint is None else hint)
     return app
 
 
 def style_reconstruction_app(styles: Mapping[str, Tensor], *, size: int = 64, steps: int = 30,
                              max_steps: int = 500, layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
-                             init: str = "noise", network_options: Sequence[str] = ("torchvision", "random-kaiming"),
-                             device: str = "cpu"):
+                             init: str = "noise", network_options: Sequence[str] = ("torchvision", "caffe",
+                                                                                    "random-kaiming"),
+                             device: str = "cpu", hint: str | None = None):
     """Style reconstruction (Fig. 4): match the Gram matrices of the chosen layers (equal weights) of a
     painting ``styles[name]`` ``(1, 3, size, size)``, from noise or grey."""
     import ipywidgets as W
@@ -129,29 +179,41 @@ def style_reconstruction_app(styles: Mapping[str, Tensor], *, size: int = 64, st
         return plot_style_grid({style: styles[style]}, {style: {spec.label: res["image"]}},
                                captions={style: {spec.label: _caption(res)}}, size=3.0)
 
-    app = _app(run, controls)
+    app = _app(run, controls, HINTS["style_reconstruction_app"] if hint is None else hint)
     return app
+
+
+#: Content layers with a source: the ECCV paper's and the official code's relu3_3, the arXiv version's relu2_2.
+_CONTENT_LAYER_LABELS = {"relu3_3": "relu3_3 (ECCV paper)", "relu2_2": "relu2_2 (arXiv version)"}
+NETWORK_MODE_NOTE = ("network mode: the trained network's own weights and layers apply; the sliders act in "
+                     "optimisation mode")
 
 
 def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tensor],
                        networks: Mapping[str, object] | None = None, *, cfg=None, size: int = 128, steps: int = 20,
-                       max_steps: int = 500, device: str = "cpu", precision: str = "auto"):
+                       max_steps: int = 500, device: str = "cpu", precision: str = "auto", init: str = "content",
+                       hint: str | None = None):
     """Style transfer (Sec. 4.1): stylise a content photo with a painting's style, by optimisation
-    (``"optimise"``: projected L-BFGS from the photo, ``steps`` evaluations) with the chosen content,
-    style and TV weights and style layers, or with the trained network of that style (``"network"``,
-    where ``networks`` maps the style name to a checkpoint folder). ``styles``/``contents``: ``{name:
-    (3, H, W) in [0, 1]}``; photos are centre-cropped and resized to ``size``². ``cfg``: the
-    :class:`~perceptlib.config.StyleConfig` whose weights are the starting values (default: the paper's).
-    Style layers get the official code's weights ``1 / C_j^2`` times the style weight. The caption and
-    ``app.last_run["terms"]`` give the loss terms of the output under the chosen weights. ``precision``
-    (:mod:`perceptlib.precision`): of the network and of the loss network during optimisation (the image
-    stays fp32); the one used is in the caption and ``app.last_run["precision"]``."""
+    (``"optimise"``: projected L-BFGS for ``steps`` evaluations from the photo or from noise, the ``init``
+    control) with the chosen content layer, content, style and TV weights and style layers, or with the
+    trained network of that style (``"network"``, where ``networks`` maps the style name to a checkpoint
+    folder). ``styles``/``contents``: ``{name: (3, H, W) in [0, 1]}``; photos are centre-cropped and resized
+    to ``size``². ``cfg``: the :class:`~perceptlib.config.StyleConfig` whose layers and weights are the
+    starting values (default: the paper's). Style layers get the official code's weights ``1 / C_j^2``
+    times the style weight.
+
+    In network mode the loss controls are disabled and a line (``app.notes["mode"]``) says so: the output
+    is the network's, and its loss terms are computed under the network's own training config (from its
+    checkpoint). The caption and ``app.last_run["terms"]`` give the loss terms of the output; ``app.last_run
+    ["config"]`` is the config they were computed under. ``precision`` (:mod:`perceptlib.precision`): of the
+    network and of the loss network during optimisation (the image stays fp32); the one used is in the
+    caption and ``app.last_run["precision"]``."""
     import dataclasses
     import time
 
     import ipywidgets as W
 
-    from .config import PAPER_STYLE
+    from .config import PAPER_STYLE, config_from_dict
     from .plots import plot_images
     from .speed import square_crop
     from .precision import resolve_precision
@@ -162,7 +224,10 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
 
     if not styles or not contents:
         raise ValueError("style_transfer_app needs at least one style and one content image")
+    if init not in ("content", "noise"):
+        raise ValueError(f"init must be 'content' or 'noise', got {init!r}")
     base = dataclasses.replace(cfg or PAPER_STYLE, device=str(device))
+    base_content = dict(base.content_layers)
     networks = dict(networks or {})
     loaded: dict = {}
     controls = {
@@ -170,6 +235,9 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
         "content": W.Dropdown(options=list(contents), description="photo").add_class("pl-image"),
         "method": W.Dropdown(options=["optimise", "network"], value="optimise", description="method"
                              ).add_class("pl-method"),
+        "content_layer": W.Dropdown(options=[(_CONTENT_LAYER_LABELS.get(n, n), n) for n in TAP_OPTIONS],
+                                    value=base.content_layers[0][0], description="content layer"
+                                    ).add_class("pl-content-layer"),
         "content_weight": W.FloatLogSlider(value=base.content_weight, base=10, min=-2, max=2, step=0.25,
                                            description="content w.", continuous_update=False
                                            ).add_class("pl-weight").add_class("pl-content-weight"),
@@ -180,43 +248,69 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
             base.tv_weight, 6), description="TV weight").add_class("pl-tv"),
         "style_layers": W.SelectMultiple(options=list(TAP_OPTIONS), value=tuple(n for n, _ in base.style_layers),
                                          rows=8, description="style layers").add_class("pl-layer"),
+        "init": W.Dropdown(options=[("content photo", "content"), ("noise", "noise")], value=init,
+                           description="start").add_class("pl-init"),
         "steps": W.IntSlider(value=steps, min=1, max=max_steps, step=1, description="steps",
                              continuous_update=False).add_class("pl-steps"),
     }
+    optimisation_only = ("content_layer", "content_weight", "style_weight", "tv_weight", "style_layers", "init",
+                         "steps")
+    mode_note = _line("", "pl-mode-note")
 
-    def run(style, content, method, content_weight, style_weight, tv_weight, style_layers, steps):
-        if not style_layers:
-            raise ValueError("pick at least one style layer")
-        ordered = [n for n in LAYER_NAMES if n in style_layers]
-        cfg = dataclasses.replace(base, content_weight=float(content_weight), style_weight=float(style_weight),
-                                  tv_weight=float(tv_weight),
-                                  style_layers=tuple((n, 1.0 / layer_channels(n) ** 2) for n in ordered))
+    def on_method(change=None):
+        network = controls["method"].value == "network"
+        for k in optimisation_only:
+            controls[k].disabled = network
+        _set_line(mode_note, NETWORK_MODE_NOTE if network else "")
+
+    controls["method"].observe(on_method, names="value")
+    on_method()
+
+    def run(style, content, method, content_layer, content_weight, style_weight, tv_weight, style_layers, init,
+            steps):
         photo = square_crop(contents[content], size)
-        loss = build_style_loss(cfg, styles[style], device=device)
         t = time.perf_counter()
         if method == "network":
             if style not in networks:
                 raise ValueError(f"no trained network for {style!r}; trained: {sorted(networks) or 'none'}")
             if style not in loaded:
                 loaded[style] = load_style(networks[style], device=device)
-            out = stylize(loaded[style], photo, precision=used)
-            how = f"network (step {loaded[style].train_step})"
+            net = loaded[style]
+            out = stylize(net, photo, precision=used)
+            seconds = time.perf_counter() - t
+            own = getattr(net, "train_config", None)
+            cfg = dataclasses.replace(config_from_dict(own), device=str(device)) if own else base
+            how = f"network (step {net.train_step}), terms under its " + ("training loss" if own else
+                                                                          "default config (no config saved)")
+            loss = build_style_loss(cfg, styles[style], device=device)
         else:
-            rec = optimise_style(photo, styles[style], cfg, steps=int(steps), init="content", device=device,
+            if not style_layers:
+                raise ValueError("pick at least one style layer")
+            ordered = [n for n in LAYER_NAMES if n in style_layers]
+            cfg = dataclasses.replace(base, content_weight=float(content_weight), style_weight=float(style_weight),
+                                      tv_weight=float(tv_weight),
+                                      content_layers=((content_layer, base_content.get(content_layer, 1.0)),),
+                                      style_layers=tuple((n, 1.0 / layer_channels(n) ** 2) for n in ordered))
+            loss = build_style_loss(cfg, styles[style], device=device)
+            rec = optimise_style(photo, styles[style], cfg, steps=int(steps), init=init, device=device,
                                  progress=False, loss=loss, precision=used)
             out = rec.image[0]
-            how = f"optimisation, {rec.steps} L-BFGS evaluations"
-        seconds = time.perf_counter() - t
+            seconds = time.perf_counter() - t
+            how = f"optimisation from {'the photo' if init == 'content' else 'noise'}, {rec.steps} L-BFGS evaluations"
+        layers = [n for n, _ in cfg.style_layers]
+        content_layers = [n for n, _ in cfg.content_layers]
         terms = style_loss_of(out, photo, loss)
         app.last_run = {"method": method, "style": style, "content": content, "image": out, "terms": terms,
-                        "seconds": seconds, "style_layers": ordered, "config": cfg, "precision": used}
-        caption = (f"{how}, {seconds:.2g} s ({used})\nloss {terms['total']:.4g} = content {terms.get('feat', 0):.3g} + style "
-                   f"{terms.get('style', 0):.3g} + TV {terms.get('tv', 0):.3g}\nstyle layers {', '.join(ordered)}, "
-                   f"weights c {content_weight:.3g} s {style_weight:.3g} tv {tv_weight:.3g}")
+                        "seconds": seconds, "style_layers": layers, "content_layers": content_layers,
+                        "init": init if method == "optimise" else None, "config": cfg, "precision": used}
+        caption = (f"{how}, {seconds:.2g} s ({used})\nloss {terms['total']:.4g} = content {terms.get('feat', 0):.3g} "
+                   f"+ style {terms.get('style', 0):.3g} + TV {terms.get('tv', 0):.3g}\ncontent "
+                   f"{'+'.join(content_layers)}, style layers {', '.join(layers)}, weights c {cfg.content_weight:.3g} "
+                   f"s {cfg.style_weight:.3g} tv {cfg.tv_weight:.3g}")
         fig = plot_images({f"photo: {content}": photo, f"painting: {style}": styles[style], caption: out}, size=3.2)
         return fig
 
-    app = _app(run, controls)
+    app = _app(run, controls, HINTS["style_transfer_app"] if hint is None else hint, {"mode": mode_note})
     return app
 
 
@@ -224,7 +318,7 @@ def style_transfer_app(styles: Mapping[str, Tensor], contents: Mapping[str, Tens
 # Super-resolution (notebook 02): sr_compare_app, sr_train_app.
 # ---------------------------------------------------------------------------------------------
 
-__all__ += ["sr_compare_app", "sr_train_app"]
+__all__ += ["sr_compare_app", "sr_train_app", "check_disjoint"]
 
 _SR_PIXEL_WEIGHTS = (0.0, 1.0, 1e3, 1e4, 1e5, 1e6, 1e7)
 
@@ -249,7 +343,7 @@ def _sr_crop_box(shape, top_pct: float, left_pct: float, size: int, scale: int) 
 
 
 def sr_compare_app(models: Mapping[str, object], images: Mapping[str, object], *, crop: int = 96,
-                   hist_match: bool = False, device: str = "cpu", precision: str = "auto"):
+                   hist_match: bool = False, device: str = "cpu", precision: str = "auto", hint: str | None = None):
     """Compare trained SR networks on an evaluation image: HR crop, bicubic and each picked model's
     output (optionally histogram-matched to the LR input, the paper's post-processing), each titled with
     the PSNR (Y, ``scale``-pixel border) of the whole image and of the crop.
@@ -313,25 +407,73 @@ def sr_compare_app(models: Mapping[str, object], images: Mapping[str, object], *
                         "psnr": scores, "psnr_crop": crop_scores, "crops": {k: v[sl] for k, (v, s) in outs.items()}}
         return plot_sr_panels(panels, cols=min(4, len(panels)), boxes={f"HR {image}": (t, lft, side, side)}, size=2.6)
 
-    app = _app(run, controls)
+    app = _app(run, controls, HINTS["sr_compare_app"] if hint is None else hint)
     return app
+
+
+def _image_size(img) -> tuple[int, int] | None:
+    """``(H, W)`` of a tensor, or of an image file from its header; None when unreadable."""
+    if isinstance(img, Tensor):
+        return tuple(img.shape[-2:])
+    try:
+        from PIL import Image
+
+        with Image.open(img) as im:
+            return im.size[1], im.size[0]
+    except (OSError, ValueError):
+        return None
+
+
+def check_disjoint(train: Sequence[object], evals: Mapping[str, object]) -> None:
+    """Raise ValueError if an evaluation image is also a training image: the same file (resolved path) or
+    the same 8-bit pixels (tensors, or a tensor and a file). Items: paths or ``(3, H, W)`` / ``(1, 3, H, W)``."""
+    from pathlib import Path
+
+    def levels(img) -> Tensor:
+        return (_sr_image(img).clamp(0, 1) * 255).round()
+
+    train_paths = {Path(t).resolve(): t for t in train if not isinstance(t, Tensor)}
+    train_tensors = [t for t in train if isinstance(t, Tensor)]
+    for name, e in evals.items():
+        if not isinstance(e, Tensor) and Path(e).resolve() in train_paths:
+            raise ValueError(f"eval image {name!r} ({e}) is also a training image; evaluate on held-out images")
+        size = _image_size(e)
+        # only images of the same size can be equal: file headers are read first, pixels only on a size match
+        same_size = [t for t in train_tensors if tuple(t.shape[-2:]) == size]
+        if isinstance(e, Tensor):
+            same_size += [t for t in train_paths.values() if _image_size(t) == size]
+        if same_size:
+            x = levels(e)
+            if any(_same_pixels(x, levels(t)) for t in same_size):
+                raise ValueError(f"eval image {name!r} has the same pixels as a training image; evaluate on "
+                                 "held-out images")
+
+
+def _same_pixels(a: Tensor, b: Tensor) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
 
 
 def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *, cfg=None, steps: int = 200,
                  quick_steps: int = 10, quick_patch: int = 48, layers: Sequence[str] = ("relu2_2", ""),
                  weights: Sequence[float] = (1.0, 1.0), pixel_weight: float = 0.0, crop: int = 64,
-                 device: str | None = None, out_dir: str | None = None):
+                 device: str | None = None, out_dir: str | None = None, hint: str | None = None):
     """Train a small SR network with a loss of your choice: up to two VGG-16 layers with weights, a pixel
     weight (``l_feat + pixel_weight * l_pixel``; no layer = the ``l_pixel`` baseline), the distance, the
     scale, the HR patch side and the steps. ``images``: training photos (paths or ``(3, H, W)``);
-    ``eval_images``: ``{name: path or (3, H, W)}`` for the result crop. ``cfg``: the starting
-    :class:`~perceptlib.config.SRConfig` (default: the paper's, with the quick mode's batch).
+    ``eval_images``: ``{name: path or (3, H, W)}`` for the result crop, held out: a ValueError is raised if
+    one is also a training image (:func:`check_disjoint`). ``cfg``: the starting
+    :class:`~perceptlib.config.SRConfig` (default: the paper's, with the quick mode's batch); its batch,
+    precision and VGG weights apply.
 
-    On CUDA the chosen size runs. On a CPU only ``min(steps, quick_steps)`` steps at ``quick_patch``² run;
-    the measured time per step gives an estimate for the chosen size (steps × patch area), printed and in
-    ``app.last_run["estimate_s"]``. The figure shows the loss terms and a crop (HR, bicubic, the network)
-    of the picked evaluation image. ``app.last_run``: ``{"history", "config", "terms", "steps_run",
-    "seconds", "seconds_per_step", "estimate_s", "psnr", "psnr_bicubic", "crop"}``."""
+    On CUDA the chosen size runs. On a CPU only ``min(steps, quick_steps)`` steps at ``min(patch,
+    quick_patch)``² run; the measured time per step gives an estimate for the chosen size (steps × patch
+    area), printed and in ``app.last_run["estimate_s"]``. Before a run, the line ``app.notes["plan"]`` says
+    what Run will train (steps, patch, batch, device, precision, loss, VGG weights) and, where the CPU cap
+    applies, that it does. The figure shows the loss terms and a crop (HR, bicubic, the network) of the
+    picked evaluation image. ``app.last_run``: ``{"history", "config", "ran_config", "plan", "terms",
+    "steps_run", "seconds", "seconds_per_step", "estimate_s", "psnr", "psnr_bicubic", "crop"}``."""
     import dataclasses
     import tempfile
     import time
@@ -344,14 +486,16 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
     from .degrade import bicubic_upsample, degrade, mod_crop
     from .metrics import psnr
     from .plots import to_numpy_image
+    from .precision import resolve_precision
     from .sr import load_sr, train_sr, upscale
 
     if not images or not eval_images:
         raise ValueError("sr_train_app needs training images and at least one evaluation image")
+    train_images = list(images)
+    check_disjoint(train_images, eval_images)
     base = cfg or for_mode(PAPER_SR, "quick")
     dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     cuda = dev.type == "cuda"
-    train_images = list(images)
     options = [("(none)", "")] + [(n, n) for n in TAP_OPTIONS]
     layers, weights = list(layers) + [""] * 2, list(weights) + [1.0] * 2
     controls: dict = {}
@@ -376,7 +520,8 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
         "image": W.Dropdown(options=list(eval_images), description="eval image").add_class("pl-image"),
     })
 
-    def run(layer1, weight1, layer2, weight2, pixel_weight, distance, scale, patch, steps, image):
+    def plan(layer1, weight1, layer2, weight2, pixel_weight, distance, scale, patch, steps, image):
+        """The chosen config, the one that runs here, the loss label and the line saying what runs."""
         picked: dict[str, float] = {}
         for name, w in ((layer1, weight1), (layer2, weight2)):
             if name:
@@ -390,10 +535,38 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
         if chosen.patch_size % (2 * chosen.scale):
             raise ValueError(f"HR patch {patch} is not a multiple of 2 x scale {scale}")
         small = max(int(quick_patch) // int(scale) * int(scale), 6 * int(scale))  # LR patches of >= 6 pixels
-        ran = chosen if cuda else dataclasses.replace(chosen, patch_size=small,
+        ran = chosen if cuda else dataclasses.replace(chosen, patch_size=min(small, chosen.patch_size),
                                                       steps=min(int(steps), int(quick_steps)),
                                                       checkpoint_every=min(int(steps), int(quick_steps)))
         ran = dataclasses.replace(ran, log_every=max(1, ran.steps // 100))
+        label = " + ".join([f"{w:g}*{n}" for n, w in picked.items()] +
+                           ([f"{float(pixel_weight):g}*pixel"] if picked and pixel_weight else [])) or "pixel"
+        vgg = f"VGG-16 {ran.vgg_weights}" if picked else "no VGG (l_pixel only)"
+        line = (f"Run trains {ran.steps} steps, batch {ran.batch_size} of {ran.patch_size}² HR patches "
+                f"(x{ran.scale}, LR {ran.patch_size // ran.scale}²) on {dev.type}, "
+                f"{resolve_precision(ran.precision, dev)}, loss {label} [{ran.distance}], {vgg}; "
+                f"evaluates on {image} (not a training image)")
+        if (ran.steps, ran.patch_size) != (chosen.steps, chosen.patch_size):
+            line += (f". CPU: capped to {ran.steps} steps at {ran.patch_size}² (sliders ask {chosen.steps} at "
+                     f"{chosen.patch_size}²)")
+        return chosen, ran, label, line
+
+    plan_note = _line("", "pl-plan")
+
+    def show_plan(change=None):
+        try:
+            text = plan(**{k: w.value for k, w in controls.items()})[3]
+        except ValueError as e:
+            text = f"Run would fail: {e}"
+        _set_line(plan_note, text)
+
+    for w in controls.values():
+        w.observe(show_plan, names="value")
+    show_plan()
+
+    def run(layer1, weight1, layer2, weight2, pixel_weight, distance, scale, patch, steps, image):
+        chosen, ran, label, line = plan(layer1, weight1, layer2, weight2, pixel_weight, distance, scale, patch,
+                                        steps, image)
         with tempfile.TemporaryDirectory(prefix="pl_sr_train_") as tmp:  # checkpoints kept only with out_dir
             folder = out_dir or tmp
             t0 = time.perf_counter()
@@ -409,14 +582,12 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
         t, lft, side = _sr_crop_box(hr.shape, 50, 50, crop, ran.scale)
         sl = (..., slice(t, t + side), slice(lft, lft + side))
         scores = {"psnr": float(psnr(sr, hr, ran.scale)), "psnr_bicubic": float(psnr(bic, hr, ran.scale))}
-        label = " + ".join([f"{w:g}*{n}" for n, w in picked.items()] +
-                           ([f"{float(pixel_weight):g}*pixel"] if picked and pixel_weight else [])) or "pixel"
         note = (f"ran {ran.steps} steps at {ran.patch_size}² on {dev.type} in {seconds:.1f} s ({per_step:.3g} s/step)"
                 + ("" if cuda else f"; the chosen {chosen.steps} steps at {chosen.patch_size}² would take "
                    f"~{estimate / 60:.1f} min here"))
         print(note)
         app.last_run = {"history": hist.to_dict(), "config": chosen, "ran_config": ran, "label": label,
-                        "terms": sorted(hist.terms), "steps_run": ran.steps, "seconds": seconds,
+                        "plan": line, "terms": sorted(hist.terms), "steps_run": ran.steps, "seconds": seconds,
                         "seconds_per_step": per_step, "estimate_s": estimate, "crop": sr[sl],
                         "box": (t, lft, side), **scores}
         fig = Figure(figsize=(12, 3), layout="constrained")  # not pyplot's: shown once, by the widget
@@ -426,11 +597,12 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
             if term != "grad_norm":
                 ax.plot(hist.step, hist.terms[term], label=term, lw=1)
         ax.set_yscale("log"); ax.set_xlabel("step"); ax.legend(fontsize=7); ax.set_title(f"loss: {label}", fontsize=9)
-        for a, (title, img) in zip(axes[1:], {f"HR {image}": hr[sl],
+        for a, (title, img) in zip(axes[1:], {f"HR {image} (held out)": hr[sl],
                                               f"bicubic x{ran.scale}\n{scores['psnr_bicubic']:.2f} dB": bic[sl],
-                                              f"net, {ran.steps} steps\n{scores['psnr']:.2f} dB": sr[sl]}.items()):
+                                              f"net, {ran.steps} steps at {ran.patch_size}²\n{scores['psnr']:.2f} dB":
+                                              sr[sl]}.items()):
             a.imshow(to_numpy_image(img), interpolation="nearest"); a.set_title(title, fontsize=9); a.set_axis_off()
         return fig
 
-    app = _app(run, controls)
+    app = _app(run, controls, HINTS["sr_train_app"] if hint is None else hint, {"plan": plan_note})
     return app
