@@ -166,8 +166,8 @@ def unsourced_numbers(nb: dict, extra: set[Decimal] = frozenset()) -> dict[int, 
 
 OUTSIDE = re.compile(r"(?i)(?<![\w/.-])(?:PAPER|DATA|TRAINING-NOTES|STYLE|BROWSER)\.md\b|(?:\.\./)+shared\b|/work/")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)|<(?:img|a)\b[^>]*?(?:src|href)=\"([^\"]+)\"")
-PROCESS = re.compile(r"(?i)\b(?:done[- ])?criteri(?:on|a)\b|\bissues?\b|\bthe review\b|\breview(?:er|ers)\b"
-                     r"|\bsessions?\b|\bnoted before\b|\bour task\b|\bthe brief\b|\bTODO\b|\bFIXME\b")
+PROCESS = re.compile(r"(?i)\b(?:done[-\s])?criteri(?:on|a)\b|\bissues?\b|\bthe\s+review\b|\breview(?:er|ers)\b"
+                     r"|\bsessions?\b|\bnoted\s+before\b|\bour\s+task\b|\bthe\s+brief\b|\bTODO\b|\bFIXME\b")
 ISSUE_CITED = re.compile(r"(?i)issues?\s+(?:(?:[\w.-]+/[\w.-]+\s*)?#[0-9]+|\[[^\]]*#?[0-9]+[^\]]*\]\(https?://github"
                          r"\.com/[^/\s]+/[^/\s]+/(?:issues|pull)/[0-9]+)")
 ISSUE_LINK = re.compile(r"\[([^\]]*)\]\(https?://github\.com/[^/\s]+/[^/\s]+/(?:issues|pull)/[0-9]+[^)]*\)")
@@ -196,7 +196,7 @@ def process_words(md: str) -> list[str]:
     allowed = [m.span() for m in ISSUE_CITED.finditer(md)]
     allowed += [m.span(1) for m in ISSUE_LINK.finditer(md)]
     allowed += [m.span() for m in re.finditer(r"https?://[^\s)>\]]+", md)]  # words inside URLs
-    return [m.group(0) for m in PROCESS.finditer(md)
+    return [re.sub(r"\s+", " ", m.group(0)) for m in PROCESS.finditer(md)
             if not any(a <= m.start() < b for a, b in allowed)]
 
 
@@ -310,6 +310,7 @@ def test_process_words_are_flagged_but_cited_issues_are_not():
     assert process_words("The Done-criterion of the issue holds; see the review and our task.") == [
         "Done-criterion", "issue", "the review", "our task"]
     assert process_words("One GPU session.") == ["session"]
+    assert process_words("test the\nreview's claim, noted\nbefore this notebook") == ["the review", "noted before"]
     cited = ("lengstrom/fast-style-transfer issues #79 and #137; oneDNN issue #1675; jcjohnson/fast-neural-style #54; "
              "[this issue](https://github.com/pytorch/examples/issues/925).")
     assert process_words(cited) == []
