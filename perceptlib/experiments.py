@@ -151,21 +151,28 @@ def _round(d: Mapping[str, float]) -> dict[str, float]:
 
 
 def run_spec(spec: RunSpec, image: Tensor, cache: str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", progress: bool = True, recompute: bool = False) -> dict:
+             device: str | torch.device = "cpu", progress: bool = True, recompute: bool = False,
+             precision: str = "off") -> dict:
     """Run (or load from ``cache``) one reconstruction of ``image`` ``(1, 3, size, size)`` in [0, 1].
+
+    ``precision``: the loss network's (``reconstruct(precision=...)``; the image stays fp32). A bf16 run is
+    cached under the spec's key plus ``-bf16``, so it never loads (or overwrites) the fp32 result.
 
     Returns a dict: ``spec`` (asdict), ``key``, ``label``, ``image`` (the result ``(1, 3, H, W)``, 8-bit
     levels), ``history`` (total loss per step), ``final`` (terms at the result), ``seconds``, ``steps``,
-    ``stopped``, ``metrics`` (PSNR/SSIM on Y and LPIPS to ``image`` for feature runs; ``{}`` for style),
-    ``cached`` (loaded, not computed), ``device``.
+    ``stopped``, ``iterations`` (L-BFGS iterations), ``metrics`` (PSNR/SSIM on Y and LPIPS to ``image``
+    for feature runs; ``{}`` for style), ``cached`` (loaded, not computed), ``device``, ``precision``
+    (``"fp32"``/``"bf16"``, as used).
     """
     from .images import load_image, save_image
+    from .precision import resolve_precision
 
     if image.dim() == 3:
         image = image[None]
     if tuple(image.shape[-2:]) != (spec.size, spec.size):
         raise ValueError(f"image is {tuple(image.shape[-2:])}, the spec wants {spec.size}x{spec.size}")
-    key, checksum = spec.key(), image_checksum(image)
+    used = resolve_precision(precision, device)
+    key, checksum = spec.key() + ("" if used == "fp32" else f"-{used}"), image_checksum(image)
     if cache is not None and not recompute:
         meta, png = Path(cache) / f"{key}.json", Path(cache) / f"{key}.png"
         if meta.is_file() and png.is_file():
@@ -180,17 +187,17 @@ def run_spec(spec: RunSpec, image: Tensor, cache: str | os.PathLike | None = Non
     else:
         loss.set_style(target)
     rec: Reconstruction = reconstruct(loss, spec.steps, optimizer=spec.optimizer, init=spec.init, lr=spec.lr,
-                                      seed=spec.seed, size=spec.size, progress=progress)
+                                      seed=spec.seed, size=spec.size, progress=progress, precision=used)
     result = (rec.image.clamp(0, 1) * 255).round() / 255
     out = {
         "key": key, "label": spec.label, "spec": json.loads(json.dumps(dataclasses.asdict(spec))),
         "target_checksum": checksum,
         "history": [float(f"{h['total']:.6g}") for h in rec.history], "final": _round(rec.final),
-        "seconds": round(rec.seconds, 2), "steps": rec.steps, "stopped": rec.stopped,
+        "seconds": round(rec.seconds, 2), "steps": rec.steps, "iterations": rec.iterations, "stopped": rec.stopped,
         "metrics": _round(_scores(result, image)) if spec.task == "feature" else {},
         "device": str(device) if str(device) != "cpu" else f"cpu ({platform.processor() or platform.machine()}, "
                                                            f"{torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
+        "torch": torch.__version__, "precision": used,
     }
     if cache is not None:
         Path(cache).mkdir(parents=True, exist_ok=True)

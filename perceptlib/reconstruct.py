@@ -35,6 +35,8 @@ class Reconstruction:
     named terms, e.g. ``"feat/relu2_2"``). ``final``: the terms at ``image``. ``seconds``: wall time.
     ``steps``: loss evaluations done. ``stopped``: why it stopped before ``steps`` (else ``None``).
     ``scale``: the value the optimised objective was divided by (the initial loss, or 1).
+    ``iterations``: optimiser iterations (L-BFGS: fewer than ``steps``, its line search evaluates the loss
+    one or more times per iteration; Adam: ``steps``).
     """
 
     image: Tensor
@@ -44,6 +46,7 @@ class Reconstruction:
     final: dict[str, float] = field(default_factory=dict)
     stopped: str | None = None
     scale: float = 1.0
+    iterations: int = 0
 
     @property
     def losses(self) -> list[float]:
@@ -249,6 +252,7 @@ def reconstruct(loss, steps: int, optimizer: str = "lbfgs", init: str | Tensor =
             _, terms = _terms(loss, x.detach().clamp(0, 1), used)
         if math.isfinite(terms["total"]) and terms["total"] <= state["best_terms"]["total"]:
             state["best"], state["best_terms"] = x.detach().clamp(0, 1), terms
+    iterations = int(opt.state[x].get("n_iter", 0)) if optimizer == "lbfgs" else len(history)
     return Reconstruction(image=state["best"].cpu(), history=history, seconds=time.perf_counter() - start,
                           steps=len(history), final=state["best_terms"], stopped=stopped,
-                          scale=float(state["scale"] or 1.0))
+                          scale=float(state["scale"] or 1.0), iterations=iterations)

@@ -178,6 +178,37 @@ def test_run_spec_caches_and_resumes(tmp_path, small):
     assert RunSpec("feature", "chelsea", (("relu1_2", 1.0),), 24, 7, weights="random-kaiming").key() != spec.key()
 
 
+def test_run_spec_precision_is_recorded_and_cached_apart(tmp_path, small):
+    from perceptlib.precision import bf16_supported
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no native bf16")
+    spec = RunSpec("feature", "chelsea", (("relu1_2", 1.0),), size=24, steps=6, weights="random-kaiming",
+                   tv_weight=1e-3)
+    fp32 = run_spec(spec, small, cache=tmp_path, progress=False)
+    bf16 = run_spec(spec, small, cache=tmp_path, progress=False, precision="bf16")
+    assert fp32["precision"] == "fp32" and bf16["precision"] == "bf16"
+    assert not bf16["cached"] and bf16["key"] == spec.key() + "-bf16"  # the fp32 result was not served
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{spec.key()}{s}.{e}" for s in ("", "-bf16")
+                                                                for e in ("json", "png"))
+    assert bf16["history"] != fp32["history"]  # bf16 autocast really changed the arithmetic
+    assert bf16["history"][0] == pytest.approx(fp32["history"][0], rel=0.05)
+    again = run_spec(spec, small, cache=tmp_path, progress=False, precision="bf16")
+    assert again["cached"] and again["history"] == bf16["history"]
+    assert {"tv", "feat"} <= set(bf16["final"])
+
+
+def test_iterations_counted(small):
+    """Fixed-step L-BFGS evaluates once per iteration, except the first evaluation of each chunk."""
+    loss = feature_loss(small)
+    for steps in (40, 45):
+        r = reconstruct(loss, steps, init="noise", line_search=None, chunk=20, progress=False)
+        assert r.iterations == steps - -(-steps // 20)
+    wolfe = reconstruct(loss, 40, init="noise", progress=False)
+    assert 0 < wolfe.iterations < wolfe.steps
+    assert reconstruct(loss, 7, optimizer="adam", progress=False).iterations == 7
+
+
 def test_plan_shares_fig3_runs_with_the_questions():
     plan = reconstruction_plan(["a", "b"], ["s"], 32, 5, ["relu2_2", "relu4_3"], ["relu1_2", "relu2_2"],
                                conv_layers=["conv4_3"], distance_layers=["relu4_3"], random_layers=["relu2_2"])
