@@ -6,8 +6,9 @@ available, else ``cpu``; the environment variable ``PERCEPTLIB_MODE`` overrides 
 
 Training configs are frozen dataclasses: :class:`SRConfig` / :class:`StyleConfig`, whose defaults
 ``PAPER_SR`` / ``PAPER_STYLE`` are the paper's values (each field's ``metadata["source"]`` cites
-PAPER.md: [P] ECCV text, [P'] other version, [S] supplement, [L] official Lua code, [PE]
-pytorch/examples; ``metadata["help"]`` is the CLI help). :func:`for_mode` derives the ``quick`` and
+docs/paper.md: [P] ECCV text, [P'] other version, [S] supplement, [L] official Lua code, [PE]
+pytorch/examples, [PY] pystiche_papers, [O] other literature, [X] our experiments under results/;
+``metadata["help"]`` is the CLI help). :func:`for_mode` derives the ``quick`` and
 ``cpu`` sizes, :func:`differences` lists ``(field, paper, ours, reason)``.
 """
 from __future__ import annotations
@@ -242,7 +243,14 @@ _IMPL_CHANGES: dict[str, dict[str, tuple[Any, str]]] = {
         "channels": (16, "[L] the instance-norm models have half the filters per layer, same quality"),
         "head": ("tanh150", "[L] -tanh_constant 150 in mean-subtracted 0-255 space; [PY] impl_params"),
     },
-    "SRConfig": {},
+    "SRConfig": {
+        "norm": ("none", "[X] results/sr_diagnostics: with eval-mode batch norm the l_feat net is 11 dB under "
+                         "bicubic (the batch statistics do not transfer to whole images); instance norm diverged; "
+                         "no norm is 1.3 dB under at 1000 steps"),
+        "upsample": ("nearest-conv", "[O] Odena et al. 2016 (Distill, 'Deconvolution and checkerboard "
+                                     "artifacts'); [X] removes the l_feat grid (+14.7 dB -> -3.0 dB at the "
+                                     "upsampling frequency)"),
+    },
 }
 
 

@@ -93,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", nargs="+", default=["set5", "set14"])
     ap.add_argument("--patches", type=int, default=64)
     ap.add_argument("--out", default="results/sr_diagnostics.json")
+    ap.add_argument("--merge", action="store_true", help="keep the other models already in --out")
     args = ap.parse_args(argv)
     res: dict = {"protocol": "benchmark LR (antialiased bicubic, 8-bit) unless 'blur LR'; PSNR on Y, border = scale",
                  "patches_for_bn": args.patches, "models": {}, "bicubic": {}}
+    if args.merge and Path(args.out).is_file():
+        res["models"] = json.loads(Path(args.out).read_text())["models"]
     for s in args.sets:
         for scale in (4, 8):
             res["bicubic"][f"x{scale}/{s}"] = evaluate(image_paths(s), lambda lr, k=scale: bicubic_upsample(lr, k),
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         model = load_sr(folder)
         cfg = model.train_config
-        fixed = recompute_bn(model, cfg, args.patches)
+        fixed = recompute_bn(model, cfg, args.patches) if any(
+            isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) else model
         variants = {
             "bn eval": (lambda lr: upscale(model, lr, precision="off"), None, False),
             "bn eval + h.m.": (lambda lr: upscale(model, lr, precision="off"), None, True),

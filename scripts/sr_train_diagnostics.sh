@@ -16,6 +16,7 @@ declare -A VARIANT=(
   [tv]="--tv-weight 10"                         # TV (the paper is silent for SR): ~1 % of the loss
   [tanh150]="--head tanh150"
   [torchvision]="--vgg-weights torchvision"
+  [no_norm_nearest]="--norm none --upsample nearest-conv"   # the two changes that helped, together
 )
 NAMES=("$@"); [ ${#NAMES[@]} -eq 0 ] && NAMES=(paper nearest_conv instance no_norm tv tanh150 torchvision)
 for name in "${NAMES[@]}"; do
