@@ -1,12 +1,15 @@
 """Does bf16 autocast change the results? The same runs from the same seed in fp32 and in bf16.
 
 Run:  python benchmarks/precision_check.py [--sr-steps 500] [--style-steps 300] [--out results/precision_check.json]
+      python benchmarks/precision_check.py --sr-only --sr-recipe impl --out results/precision_check_sr_impl.json
 
 Four checks (CPU; bf16 needs a CPU with native bf16, else the script says so and stops):
 
-1. SR x4, l_feat (relu2_2, Caffe VGG), 96^2 HR patches, batch 4, ``--sr-steps`` steps: the loss of the
+1. SR x4, l_feat (relu2_2, Caffe VGG), 96^2 HR patches, batch 4, ``--sr-steps`` steps, the
+   ``--sr-recipe`` (``paper``: batch norm, deconv; ``impl``: no norm, nearest-conv): the loss of the
    two trained networks on a fixed held-out batch (64 patches of the 'set14' and 'bsd100' stand-ins,
-   evaluated in fp32) and the mean training loss of the last 50 steps; goal: within 3 %.
+   evaluated in fp32) and the mean training loss of the last 50 steps; goal: within 3 %. ``--sr-only``
+   runs this check alone.
 2. Style (Starry Night, cpu-mode config: 128^2, batch 4), ``--style-steps`` steps: the same two losses
    (held-out: the 5 'content' and 14 'set14' photos at 128^2); goal: within 3 %.
 
@@ -54,15 +57,21 @@ def heldout_loss(model, loss_fn, batch) -> float:
     return float(total)
 
 
-def sr_check(steps: int, tmp: Path) -> dict:
-    from perceptlib.config import PAPER_SR, for_mode
+def _last50(hist) -> float:
+    """Mean training loss of the last 50 steps (the histories log every step)."""
+    tail = hist["total"][-50:]
+    return sum(tail) / len(tail)
+
+
+def sr_check(steps: int, tmp: Path, recipe_name: str = "paper") -> dict:
+    from perceptlib.config import PAPER_SR, for_mode, recipe
     from perceptlib.data import image_paths
     from perceptlib.sr import build_sr_data, build_sr_loss, build_sr_model
     from perceptlib.train import train
 
     out = {}
-    base = dataclasses.replace(for_mode(PAPER_SR, "cpu"), steps=steps, checkpoint_every=steps, log_every=10,
-                               device="cpu")
+    base = dataclasses.replace(recipe(for_mode(PAPER_SR, "cpu"), recipe_name), steps=steps, checkpoint_every=steps,
+                               log_every=1, device="cpu")
     held = build_sr_data(dataclasses.replace(base, seed=1), image_paths("set14") + image_paths("bsd100"))
     lr, hr = torch.utils.data.default_collate([held[i] for i in range(64)])
     for seed in SEEDS:
@@ -71,8 +80,8 @@ def sr_check(steps: int, tmp: Path) -> dict:
             model, loss = build_sr_model(cfg), build_sr_loss(cfg)
             t = time.perf_counter()
             hist = train(model, loss, build_sr_data(cfg), cfg, tmp / f"sr_{prec}_{seed}", resume=False, progress=False)
-            out[_key(prec, seed)] = {"seconds": time.perf_counter() - t, "train_last50": sum(hist["total"][-5:]) / 5,
-                                     "heldout": heldout_loss(model, loss, (lr, hr)), "curve": hist["total"]}
+            out[_key(prec, seed)] = {"seconds": time.perf_counter() - t, "train_last50": _last50(hist),
+                                     "heldout": heldout_loss(model, loss, (lr, hr)), "curve": hist["total"][::10]}
     return out
 
 
@@ -84,7 +93,7 @@ def style_check(steps: int, tmp: Path) -> tuple[dict, torch.nn.Module]:
     from perceptlib.style import StyleLoss, build_style_loss, load_style, train_style
 
     out, nets = {}, {}
-    base = dataclasses.replace(for_mode(PAPER_STYLE, "cpu"), steps=steps, checkpoint_every=steps, log_every=10,
+    base = dataclasses.replace(for_mode(PAPER_STYLE, "cpu"), steps=steps, checkpoint_every=steps, log_every=1,
                                device="cpu")
     style = [p for p in image_paths("styles") if p.stem == "starry_night"][0]
     held = [load_image(p) for p in image_paths("content")] + [load_image(p) for p in image_paths("set14")]
@@ -96,9 +105,9 @@ def style_check(steps: int, tmp: Path) -> tuple[dict, torch.nn.Module]:
             t = time.perf_counter()
             hist = train_style(cfg, style, tmp / f"style_{prec}_{seed}", resume=False, progress=False)
             nets[_key(prec, seed)] = load_style(tmp / f"style_{prec}_{seed}")
-            out[_key(prec, seed)] = {"seconds": time.perf_counter() - t, "train_last50": sum(hist["total"][-5:]) / 5,
+            out[_key(prec, seed)] = {"seconds": time.perf_counter() - t, "train_last50": _last50(hist),
                                      "heldout": heldout_loss(nets[_key(prec, seed)], loss, photos),
-                                     "curve": hist["total"]}
+                                     "curve": hist["total"][::10]}
     return out, nets[_key("off", SEEDS[0])]
 
 
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sr-steps", type=int, default=500)
     ap.add_argument("--style-steps", type=int, default=300)
+    ap.add_argument("--sr-recipe", choices=("paper", "impl"), default="paper")
+    ap.add_argument("--sr-only", action="store_true", help="run the SR check alone")
     ap.add_argument("--out", default="results/precision_check.json")
     args = ap.parse_args(argv)
     if not bf16_supported("cpu"):
@@ -152,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine}")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        sr = sr_check(args.sr_steps, tmp)
+        sr = sr_check(args.sr_steps, tmp, args.sr_recipe)
+        if args.sr_only:
+            return _report_sr_only(machine, args, sr)
         style, net = style_check(args.style_steps, tmp)
-    res = {"machine": machine, "sr_x4_feat": {"steps": args.sr_steps, **sr},
+    res = {"machine": machine, "sr_x4_feat": {"steps": args.sr_steps, "recipe": args.sr_recipe, **sr},
            "style": {"steps": args.style_steps, **style}, "stylize_bf16_vs_fp32": stylize_check(net),
            "lbfgs_200": lbfgs_check()}
 
@@ -204,6 +217,35 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.out}; all checks {'pass' if ok_all else 'DO NOT pass'}")
+    return 0
+
+
+def _rel(d: dict, key: str, a: str, b: str) -> float:
+    return abs(d[a][key] - d[b][key]) / abs(d[b][key])
+
+
+def _report_sr_only(machine: dict, args, sr: dict) -> int:
+    """Print and write the SR check alone (goal on seed 0; seed 1 and the fp32 seed spread beside it)."""
+    print(f"\nSR x4 l_feat, recipe {args.sr_recipe}, {args.sr_steps} steps")
+    print(f"{'check':<22} {'fp32':>11} {'bf16':>11} {'rel diff':>9} {'goal':>5}  ok   seed 1: bf16 vs fp32 | "
+          f"fp32 seed 0 vs 1")
+    rows, ok_all = [], True
+    for key, name in (("heldout", "held-out loss"), ("train_last50", "last-50-step loss")):
+        r = _rel(sr, key, "bf16", "off")
+        ok = r <= 0.03
+        ok_all &= ok
+        r1, spread = _rel(sr, key, "bf16_seed1", "off_seed1"), _rel(sr, key, "off_seed1", "off")
+        rows.append(dict(check=name, fp32=sr["off"][key], bf16=sr["bf16"][key], rel_diff=r, goal=0.03,
+                         bf16_vs_fp32_seed1=r1, fp32_seed0_vs_seed1=spread))
+        print(f"{name:<22} {sr['off'][key]:>11.4g} {sr['bf16'][key]:>11.4g} {100 * r:>8.2f}% {3:>4}%  "
+              f"{'yes' if ok else 'NO '}   {100 * r1:>6.2f}% | {100 * spread:>6.2f}%")
+    print(f"wall time: fp32 {sr['off']['seconds']:.0f} s, bf16 {sr['bf16']['seconds']:.0f} s "
+          f"({sr['off']['seconds'] / sr['bf16']['seconds']:.2f}x)")
+    res = {"machine": machine, "sr_x4_feat": {"steps": args.sr_steps, "recipe": args.sr_recipe, **sr}, "rows": rows,
+           "all_ok": bool(ok_all)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.out}; the SR check {'passes' if ok_all else 'does NOT pass'}")
     return 0
 
 

@@ -288,9 +288,11 @@ def evaluate_sr(hr_paths: Sequence[str | os.PathLike], upscale_fn: Callable[[Ten
     bicubic), the LR rounded to 8 bits. ``upscale_fn(lr)`` maps ``(3, h, w)`` float in ``[0, 1]`` to
     ``(3, h*scale, w*scale)``; its output is clamped and rounded to 8 bits (as a saved PNG would be).
     PSNR/SSIM use ``crop_border`` (default ``scale``) and the Y channel unless ``y_channel=False``;
-    LPIPS uses the whole RGB image (``None`` when ``use_lpips`` is False).
+    LPIPS uses the whole RGB image (``None`` when ``use_lpips`` is False); ``checkerboard_db`` is
+    :func:`checkerboard_db` of the output against the HR image (``None`` when ``scale`` is not a power of two).
 
-    Returns ``{"images": [{"name", "psnr", "ssim", "lpips"}, ...], "mean": {...}, "meta": {...}}``.
+    Returns ``{"images": [{"name", "psnr", "ssim", "lpips", "checkerboard_db"}, ...], "mean": {...},
+    "meta": {...}}``.
     """
     from .degrade import degrade, mod_crop, quantize
     from .images import load_image
@@ -299,6 +301,7 @@ def evaluate_sr(hr_paths: Sequence[str | os.PathLike], upscale_fn: Callable[[Ten
     if not paths:
         raise ValueError("evaluate_sr needs at least one HR image")
     crop = int(scale) if crop_border is None else int(crop_border)
+    pow2 = int(scale) >= 2 and not int(scale) & (int(scale) - 1)
     rows = []
     for path in paths:
         hr = mod_crop(load_image(path), scale)
@@ -314,8 +317,10 @@ def evaluate_sr(hr_paths: Sequence[str | os.PathLike], upscale_fn: Callable[[Ten
             "psnr": float(psnr(sr, hr, crop, y_channel)),
             "ssim": float(ssim(sr, hr, crop, y_channel)),
             "lpips": float(lpips(sr, hr)) if use_lpips else None,
+            "checkerboard_db": float(checkerboard_db(sr, hr, scale)) if pow2 else None,
         })
-    mean = {k: (None if rows[0][k] is None else sum(r[k] for r in rows) / len(rows)) for k in ("psnr", "ssim", "lpips")}
+    mean = {k: (None if rows[0][k] is None else sum(r[k] for r in rows) / len(rows))
+            for k in ("psnr", "ssim", "lpips", "checkerboard_db")}
     protocol = ("benchmark: MATLAB bicubic downsampling with antialiasing, no blur" if not blur_sigma
                 else f"paper: Gaussian blur sigma={blur_sigma}, then MATLAB antialiased bicubic downsampling")
     meta = {

@@ -37,6 +37,8 @@ def main() -> None:
     for m in args.models:
         model = load_sr(m)
         name = Path(m).name.split("_", 2)[2]  # sr_x4_feat_pix1e6 -> feat_pix1e6
+        if Path(m).name.startswith("sr_impl_"):  # sr_impl_x4_feat -> feat_impl
+            name = Path(m).name.split("_", 3)[3] + "_impl"
         key = f"x{model.scale}"
         res["meta"]["models"][f"{key}/{name}"] = {"path": str(m), "step": model.train_step,
                                                   "config": model.train_config}
@@ -50,12 +52,15 @@ def main() -> None:
                 r = evaluate_sr(image_paths(s), sr_upscale_fn(model, hm), model.scale, None, method=name)
                 table[name + ("+histmatch" if hm else "")] = r["mean"]
                 print(f"{key} {s:7s} {name + ('+histmatch' if hm else ''):22s} PSNR {r['mean']['psnr']:.2f} "
-                      f"SSIM {r['mean']['ssim']:.4f} LPIPS {r['mean']['lpips']:.4f} ({time.perf_counter() - t:.0f} s)",
+                      f"SSIM {r['mean']['ssim']:.4f} LPIPS {r['mean']['lpips']:.4f} "
+                      f"checkerboard {r['mean']['checkerboard_db']:+.1f} dB ({time.perf_counter() - t:.0f} s)",
                       flush=True)
             res["meta"]["sets"] = {s: {k: set_info(s)[k] for k in ("label", "standin", "count")} for s in args.sets}
             res["meta"]["protocol"] = {"lr": "benchmark (MATLAB bicubic, no blur), 8-bit",
                                        "psnr": "Y (BT.601), border = scale", "ssim": "Gaussian 11x11 sigma 1.5 on Y",
-                                       "lpips": "v0.1 AlexNet, RGB"}
+                                       "lpips": "v0.1 AlexNet, RGB",
+                                       "checkerboard_db": "energy at the upsampling frequencies, output vs HR "
+                                                          "(perceptlib.metrics.checkerboard_db)"}
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {out_path}")

@@ -237,6 +237,11 @@ def test_evaluate_sr_bicubic(hr_dir):
     # bicubic x4 on natural images: the range of the published Set5/Set14 bicubic rows
     assert 24 < res["mean"]["psnr"] < 30 and 0.65 < res["mean"]["ssim"] < 0.9
     assert res["mean"]["lpips"] is None
+    # bicubic is smoother than the photo at the upsampling frequencies; a nearest-neighbour x4 adds a grid there
+    assert res["mean"]["checkerboard_db"] < -10
+    nearest = evaluate_sr(paths, lambda lr: lr.repeat_interleave(4, -1).repeat_interleave(4, -2), 4, use_lpips=False)
+    assert nearest["mean"]["checkerboard_db"] > res["mean"]["checkerboard_db"] + 10
+    assert evaluate_sr(paths[:1], lambda lr: bicubic_upsample(lr, 3), 3, use_lpips=False)["mean"]["checkerboard_db"] is None
     m = res["meta"]
     assert (m["scale"], m["crop_border"], m["y_channel"], m["blur_sigma"]) == (4, 4, True, None)
     assert m["protocol"].startswith("benchmark")
