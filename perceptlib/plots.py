@@ -1,6 +1,8 @@
 """Pure plotting functions: data in, ``matplotlib.figure.Figure`` out (no model work, no ``show``)."""
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,15 +26,66 @@ def _figure(rows: int, cols: int, size: float):
     return fig, axes
 
 
+MAX_COLS = 8  # default strips of more panels are wrapped into rows
+
+
+def _default_cols(n: int, cols: int | None) -> int:
+    """``cols`` if given, else one row of ``n`` or, past :data:`MAX_COLS`, balanced rows of at most that."""
+    return cols or -(-n // -(-n // MAX_COLS))
+
+
+def _text_width(s: str, fontsize: float) -> float:
+    """Width in inches of the widest line of ``s`` in the default font at ``fontsize`` points."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    prop, measure = FontProperties(size=fontsize), TextToPath()
+    return max(measure.get_text_width_height_descent(line, prop, ismath=False)[0] for line in s.split("\n")) / 72
+
+
+def _wrap(label: str, width: float, fontsize: float) -> str:
+    """``label`` with each line longer than ``width`` inches broken after commas, then at spaces (a single
+    word longer than ``width`` stays whole); only whitespace becomes newlines, so the text is the same."""
+    out = []
+    for line in label.split("\n"):
+        if _text_width(line, fontsize) <= width:
+            out.append(line)
+            continue
+        tokens = []
+        for piece in re.split(r"(?<=,) ", line):
+            tokens += [piece] if _text_width(piece, fontsize) <= width else piece.split(" ")
+        cur = ""
+        for tok in tokens:
+            cand = f"{cur} {tok}" if cur else tok
+            if cur and _text_width(cand, fontsize) > width:
+                out.append(cur)
+                cand = tok
+            cur = cand
+        out.append(cur)
+    return "\n".join(out)
+
+
+def _title_rows(fig, titles: np.ndarray, fontsize: float) -> None:
+    """Make ``fig`` taller by the title lines of each row (``titles``: ``(rows, cols)`` strings), so the
+    images keep their size instead of shrinking under multi-line titles."""
+    lines = sum(max((t.count("\n") + 1 if t else 0) for t in row) for row in titles)
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w, h + lines * fontsize * 1.25 / 72)
+
+
 def plot_images(images: Mapping[str, Tensor], cols: int | None = None, size: float = 3.0, title: str | None = None):
-    """A grid of labelled images ``{label: (3, H, W) in [0, 1]}``."""
+    """A grid of labelled images ``{label: (3, H, W) in [0, 1]}``; ``cols`` defaults to one row (balanced
+    rows past 8 panels). Long labels are wrapped to the column width."""
     n = len(images)
-    cols = cols or n
+    cols = _default_cols(n, cols)
     rows = -(-n // cols)
     fig, axes = _figure(rows, cols, size)
+    labels = np.full(rows * cols, "", dtype=object)
+    labels[:n] = [_wrap(label, 0.9 * size, 9) for label in images]
+    _title_rows(fig, labels.reshape(rows, cols), 9)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, (label, img) in zip(axes.flat, images.items()):
+    for ax, label, img in zip(axes.flat, labels, images.values()):
         ax.imshow(to_numpy_image(img))
         ax.set_title(label, fontsize=9)
     if title:
@@ -80,14 +133,15 @@ def plot_loss_table(table: Mapping[str, Mapping[str, float]], normalise: bool = 
         values = values / np.maximum(values.max(axis=0, keepdims=True), 1e-12)
     fig, axes = _figure(1, 1, size)
     ax = axes[0, 0]
-    fig.set_size_inches(max(size, 1.3 * len(columns)), size)
+    legend_w = max(_text_width(str(d), 8) for d in dists) + 0.6  # the legend sits right of the axes
+    fig.set_size_inches(max(size, 1.3 * len(columns)) + legend_w, size)
     width = 0.8 / len(dists)
     x = np.arange(len(columns))
     for i, d in enumerate(dists):
         ax.bar(x + (i - (len(dists) - 1) / 2) * width, values[i], width, label=d)
     ax.set_xticks(x, columns, rotation=30, ha="right")
     ax.set_ylabel("loss / max over distortions" if normalise else "loss")
-    ax.legend(fontsize=8, ncols=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     if title:
         ax.set_title(title)
     return fig
@@ -145,13 +199,17 @@ def plot_sr_panels(panels: Mapping[str, Tensor], cols: int | None = None, size: 
     if unknown:
         raise ValueError(f"boxes name panels that do not exist: {sorted(unknown)}")
     n = len(panels)
-    cols = cols or n
-    fig, axes = _figure(-(-n // cols), cols, size)
+    cols = _default_cols(n, cols)
+    rows = -(-n // cols)
+    fig, axes = _figure(rows, cols, size)
+    titles = np.full(rows * cols, "", dtype=object)
+    titles[:n] = [_wrap(label, 0.9 * size, 9) for label in panels]
+    _title_rows(fig, titles.reshape(rows, cols), 9)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, (label, img) in zip(axes.flat, panels.items()):
+    for ax, t, (label, img) in zip(axes.flat, titles, panels.items()):
         ax.imshow(to_numpy_image(img), interpolation="antialiased" if label in boxes else interpolation)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(t, fontsize=9)
         if label in boxes:
             top, left, h, w = boxes[label]
             ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor="red", linewidth=1.5))
@@ -221,17 +279,25 @@ def plot_reconstruction_grid(originals: Mapping[str, Tensor], rows: Mapping[str,
         raise ValueError("plot_reconstruction_grid needs at least one row")
     cols = list(dict.fromkeys(c for r in rows.values() for c in r))
     fig, axes = _figure(len(rows), len(cols) + 1, size)
+    titles = np.full(axes.shape, "", dtype=object)
+    for r, (name, recs) in enumerate(rows.items()):
+        if name in originals:
+            titles[r, 0] = _wrap(f"{name}: {first_label}", 0.9 * size, 8)
+        for c, col in enumerate(cols, start=1):
+            if col in recs:
+                cap = (captions or {}).get(name, {}).get(col)
+                titles[r, c] = _wrap(col + (f"\n{cap}" if cap else ""), 0.9 * size, 8)
+    _title_rows(fig, titles, 8)
     for ax in axes.flat:
         ax.set_axis_off()
     for r, (name, recs) in enumerate(rows.items()):
         if name in originals:
             axes[r, 0].imshow(to_numpy_image(originals[name]))
-            axes[r, 0].set_title(f"{name}: {first_label}", fontsize=8)
+            axes[r, 0].set_title(titles[r, 0], fontsize=8)
         for c, col in enumerate(cols, start=1):
             if col in recs:
                 axes[r, c].imshow(to_numpy_image(recs[col]))
-                cap = (captions or {}).get(name, {}).get(col)
-                axes[r, c].set_title(col + (f"\n{cap}" if cap else ""), fontsize=8)
+                axes[r, c].set_title(titles[r, c], fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
@@ -248,23 +314,27 @@ def plot_style_grid(styles: Mapping[str, Tensor], rows: Mapping[str, Mapping[str
 def plot_loss_histories(histories: Mapping[str, Sequence[float]], normalise: bool = True, log: bool = True,
                         size: float = 4.0, title: str | None = None, ax=None):
     """Loss per step, one line per run ``{label: [total per step]}``; with ``normalise`` each curve is
-    divided by its first value (runs of different layers have very different scales)."""
+    divided by its first value (runs of different layers have very different scales). Past 10 runs the
+    colours repeat with another line style; the legend sits right of the axes, off the curves."""
+    ncols = -(-len(histories) // 20)
     if ax is None:
         fig, axes = _figure(1, 1, size)
-        fig.set_size_inches(size * 1.5, size)
+        legend_w = ncols * (max((_text_width(str(k), 7) for k in histories), default=0) + 0.55)
+        fig.set_size_inches(size * 1.5 + legend_w, size)
         ax = axes[0, 0]
     fig = ax.figure
-    for label, h in histories.items():
+    for i, (label, h) in enumerate(histories.items()):
         h = np.asarray(h, dtype=float)
         if normalise and h.size and h[0] != 0:
             h = h / h[0]
-        ax.plot(np.arange(1, h.size + 1), h, label=label, linewidth=1.2)
+        ax.plot(np.arange(1, h.size + 1), h, label=label, linewidth=1.2, color=f"C{i % 10}",
+                linestyle=("-", "--", ":", "-.")[i // 10 % 4])
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("step (loss evaluation)")
     ax.set_ylabel("loss / initial loss" if normalise else "loss")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, ncols=ncols)
     if title:
         ax.set_title(title)
     return fig
