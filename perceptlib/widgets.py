@@ -596,7 +596,8 @@ def sr_train_app(images: Sequence[object], eval_images: Mapping[str, object], *,
         for term in sorted(hist.terms):
             if term != "grad_norm":
                 ax.plot(hist.step, hist.terms[term], label=term, lw=1)
-        ax.set_yscale("log"); ax.set_xlabel("step"); ax.legend(fontsize=7); ax.set_title(f"loss: {label}", fontsize=9)
+        ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_title(f"loss: {label}", fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, frameon=False)  # off the curves
         for a, (title, img) in zip(axes[1:], {f"HR {image} (held out)": hr[sl],
                                               f"bicubic x{ran.scale}\n{scores['psnr_bicubic']:.2f} dB": bic[sl],
                                               f"net, {ran.steps} steps at {ran.patch_size}²\n{scores['psnr']:.2f} dB":
