@@ -109,9 +109,13 @@ def describe(run: Run, keys: Sequence[str] = ("norm", "head", "channels", "lr", 
     return ", ".join(parts) or "paper"
 
 
-def markdown_table(rows: Sequence[Mapping], columns: Mapping[str, str], float_format: str = ".3g") -> str:
-    """``rows`` as a Markdown table: ``columns`` maps each key to its header; floats are formatted with
-    ``float_format`` (e.g. ``".2f"`` for dB), None becomes a dash."""
+def markdown_table(rows: Sequence[Mapping], columns: Mapping[str, str] | None = None,
+                   float_format: str = ".3g") -> str:
+    """``rows`` as a Markdown table: ``columns`` maps each key to its header (default: every key of the rows,
+    in first-seen order, as its own header); floats are formatted with ``float_format`` (e.g. ``".2f"`` for
+    dB), None becomes a dash."""
+    if columns is None:
+        columns = {k: k for r in rows for k in r}
     def cell(v) -> str:
         if v is None:
             return "–"

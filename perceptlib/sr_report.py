@@ -80,8 +80,9 @@ def merge_evaluations(files: Mapping[str | Path, Callable[[str], str | None]], s
                       steps: Mapping[str, int] | None = None) -> dict[int, dict[str, dict[str, dict]]]:
     """``{scale: {set: {method: metrics}}}`` from committed evaluation JSONs. ``files`` maps each file to a
     function renaming its methods (``None`` drops one). When ``steps`` (run key ``"x4/feat"`` -> step) is
-    given, an entry whose evaluated step (``meta.models[key].step``) differs is dropped, so a table never
-    mixes an old evaluation with a newer network."""
+    given, an entry whose evaluated step (``meta.models["x4/feat"].step``, or ``meta["sr_x4_feat"].step`` as
+    the sr-eval command writes it) differs is dropped, so a table never mixes an old evaluation with a newer
+    network."""
     out: dict[int, dict[str, dict[str, dict]]] = {s: {} for s in scales}
     for path, rename in files.items():
         path = Path(path)
@@ -95,8 +96,9 @@ def merge_evaluations(files: Mapping[str | Path, Callable[[str], str | None]], s
                     name = rename(m)
                     if name is None:
                         continue
-                    key = f"x{s}/{m.split('+')[0]}"
-                    if steps is not None and m != "bicubic" and meta.get(key, {}).get("step") != steps.get(
+                    base = m.split("+")[0]
+                    info = meta.get(f"x{s}/{base}") or ev.get("meta", {}).get(f"sr_x{s}_{base}") or {}
+                    if steps is not None and m != "bicubic" and info.get("step") != steps.get(
                             f"x{s}/{name.split('+')[0]}"):
                         continue
                     out[s].setdefault(set_name, {})[name] = v

@@ -47,6 +47,12 @@ def test_merge_evaluations_renames_and_drops_stale_steps(tmp_path):
                                  steps={"x4/feat_cpu": 100, "x4/pixel_cpu": 60})
     assert merged[4]["set5"] == {"bicubic": {"psnr": 27.0}, "feat_cpu": {"psnr": 24.0}}  # pixel: step 50 != 60
     assert merged[8] == {}
+    # the sr-eval command's meta form
+    ev2 = {"x4": {"set5": {"feat": {"psnr": 23.0}}}, "meta": {"sr_x4_feat": {"step": 7}}}
+    f2 = tmp_path / "ev2.json"
+    f2.write_text(json.dumps(ev2))
+    assert R.merge_evaluations({f2: str}, steps={"x4/feat": 7})[4] == {"set5": {"feat": {"psnr": 23.0}}}
+    assert R.merge_evaluations({f2: str}, steps={"x4/feat": 8})[4] == {}
 
 
 def test_sr_table_markdown_has_paper_columns():
@@ -92,3 +98,11 @@ def test_findings_state_the_numbers_of_the_table():
     assert "within 1 dB of the paper's gap on 1 of 1 (×4 set5)" in text
     assert "+14.0 to +14.0 dB" in text and "a grid" in text
     assert "lowest LPIPS feat (0.1900; bicubic 0.3300)" in text
+
+
+def test_markdown_table_columns_default_to_the_rows_keys():
+    from perceptlib.runs import markdown_table
+
+    md = markdown_table([{"a": 1.23456, "b": None}, {"a": 2.0, "c": "x"}], float_format=".2f")
+    assert md.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1.23 | – | – |", "| 2.00 | – | x |"]
+    assert markdown_table([{"a": 1}], {"a": "A"}).splitlines()[0] == "| A |"
