@@ -314,9 +314,18 @@ def _stylize(args: argparse.Namespace) -> int:
 def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stylize", help="stylise an image (any size), a folder of them or a video with a trained "
                                        "style network")
+    _add_runner_flags(p, "content image", tile_example=512, overlap=64)
+    p.add_argument("--preserve-color", action="store_true",
+                   help="keep the photo's colours: the stylised luminance with the photo's chrominance "
+                        "(BT.601 YCbCr; Gatys et al. 2016)")
+    p.set_defaults(func=_stylize)
+
+
+def _add_runner_flags(p: argparse.ArgumentParser, what: str, tile_example: int, overlap: int) -> None:
+    """The flags `stylize` and `upscale` share: model, input/output, device, precision, backend, tiles, progress."""
     p.add_argument("--model", required=True, metavar="CKPT",
                    help="model.pt, checkpoint.pt or their folder; with --backend onnxruntime an exported .onnx file")
-    p.add_argument("input", metavar="IN", help="content image, folder (recursive) or video (mp4/mov/avi/mkv/webm)")
+    p.add_argument("input", metavar="IN", help=f"{what}, folder (recursive) or video (mp4/mov/avi/mkv/webm)")
     p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...), folder (same relative paths) or video")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     _add_precision_flag(p)
@@ -324,15 +333,12 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
                    help="torch (default; --model is a checkpoint) or onnxruntime (--model is a file from "
                         "`perceptlib export`; fp32)")
     p.add_argument("--tile", type=int, default=0, metavar="PX",
-                   help="run in PX x PX tiles with feathered seams (fixed memory for large photos; e.g. 512); "
-                        "0: whole images (default)")
+                   help=f"run in PX x PX tiles of the input with feathered seams (fixed memory for large images; "
+                        f"e.g. {tile_example}); 0: whole images (default)")
     p.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
-                   help="overlap of neighbouring tiles (default 64, about the network's receptive field)")
-    p.add_argument("--preserve-color", action="store_true",
-                   help="keep the photo's colours: the stylised luminance with the photo's chrominance "
-                        "(BT.601 YCbCr; Gatys et al. 2016)")
+                   help=f"overlap of neighbouring tiles in input pixels (default {overlap}, about the network's "
+                        f"receptive field)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_stylize)
 
 
 def _add_train_sr(sub: argparse._SubParsersAction) -> None:
@@ -371,24 +377,9 @@ def _add_precision_flag(p: argparse.ArgumentParser) -> None:
 
 def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("upscale", help="super-resolve an image, a folder of them or a video with a trained SR network")
-    p.add_argument("--model", required=True, metavar="CKPT",
-                   help="model.pt, checkpoint.pt or their folder; with --backend onnxruntime an exported .onnx file")
-    p.add_argument("input", metavar="IN",
-                   help="low-resolution image, folder (recursive) or video (mp4/mov/avi/mkv/webm)")
-    p.add_argument("output", metavar="OUT", help="output image (png, jpg, ...), folder (same relative paths) or video")
+    _add_runner_flags(p, "low-resolution image", tile_example=256, overlap=32)
     p.add_argument("--hist-match", action="store_true",
                    help="match the output's histogram to the input's (the paper's post-processing)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    _add_precision_flag(p)
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="torch (default; --model is a checkpoint) or onnxruntime (--model is a file from "
-                        "`perceptlib export`; fp32)")
-    p.add_argument("--tile", type=int, default=0, metavar="PX",
-                   help="run in PX x PX tiles of the input with feathered seams (fixed memory for large images; "
-                        "e.g. 256); 0: whole images (default)")
-    p.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
-                   help="overlap of neighbouring tiles in input pixels (default 32, about the receptive field)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_upscale)
 
 
