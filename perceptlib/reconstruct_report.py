@@ -132,17 +132,18 @@ def _fmt(x, spec: str) -> str:
 
 def fig3_variants_table(results: str | os.PathLike | Mapping, *, variants: Sequence[str] | None = None,
                         layers: Sequence[str] | None = None) -> str:
-    """A Markdown table, one row per variant x layer: network, TV weight (tau), PSNR, SSIM, LPIPS, final
-    loss, TV share, evaluations / iterations, the best loss's relative drop over the last quarter of the
-    evaluations (0: converged), seconds and precision."""
+    """A Markdown table, one row per variant x layer (plus the json's ``longer`` reruns, ``{variant: {layer:
+    run name}}``, after their grid run): network, TV weight (tau), PSNR, SSIM, LPIPS, final loss, TV share,
+    evaluations / iterations, the best loss's relative drop over the last quarter of the evaluations
+    (0: converged), seconds and precision."""
     res = _loaded(results)
     variants, layers = _cells(res, variants, layers)
+    longer = res.get("longer", {})
     lines = ["| variant | layer | network | TV weight (τ) | PSNR (dB) | SSIM | LPIPS | final loss | TV share "
              "| evaluations / iterations | drop in last 25 % | s | precision |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for layer in layers:
-        for v in variants:
-            name = res["table"][v].get(layer)
+        for v, name in [(v, n) for v in variants for n in (res["table"][v].get(layer), longer.get(v, {}).get(layer))]:
             if name is None:
                 continue
             r = res["runs_by_name"][name]

@@ -78,9 +78,10 @@ def flattening(history: list[float], frac: float = 0.25) -> float:
     return float(f"{(before - end) / before:.4g}")
 
 
-def run_one(name: str, image: torch.Tensor, layer: str, weights: str, tau: float, args, precision: str) -> dict:
+def run_one(name: str, image: torch.Tensor, layer: str, weights: str, tau: float, args, precision: str,
+            steps: int) -> dict:
     tv_weight = float(f"{tau * start_ratio(image, layer, weights, args.size, args.seed):.4g}") if tau else 0.0
-    spec = ex.RunSpec("feature", args.photo, ((layer, 1.0),), args.size, args.steps, weights=weights,
+    spec = ex.RunSpec("feature", args.photo, ((layer, 1.0),), args.size, steps, weights=weights,
                       init="noise", tv_weight=tv_weight, seed=args.seed)
     r = ex.run_spec(spec, image, cache=None, progress=False, precision=precision)
     save_image(r["image"][0], args.out / f"{name}.png")
@@ -109,6 +110,9 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--layers", nargs="+", default=list(LAYERS))
     p.add_argument("--time-only", action="store_true", help="time 10 evaluations per layer and exit")
+    p.add_argument("--longer", nargs="+", default=[], metavar="VARIANT:LAYER",
+                   help="after the grid: rerun these with --longer-steps evaluations (is --steps converged?)")
+    p.add_argument("--longer-steps", type=int, default=1000)
     args = p.parse_args()
     torch.set_num_threads(1)
     precision = "bf16" if bf16_supported("cpu") else "off"
@@ -129,7 +133,8 @@ def main() -> None:
     runs: dict[str, dict] = {r["name"]: r for r in doc.get("runs", [])}
     layers = set(doc.get("layers", [])) | set(args.layers)
     variants = set(doc.get("variants", {})) | set(args.variants)
-    doc.update(photo=args.photo, size=args.size, steps=args.steps, init="noise", optimizer="lbfgs",
+    doc.update(photo=args.photo, size=args.size, steps=doc.get("steps", args.steps) if args.longer else args.steps,
+               init="noise", optimizer="lbfgs",
                precision=precision, machine=describe_machine("cpu"),
                layers=[n for n in LAYER_NAMES if n in layers],
                variants={k: {"label": v[0], "weights": v[1], "tv": v[2]} for k, v in VARIANTS.items() if k in variants},
@@ -140,17 +145,28 @@ def main() -> None:
         doc["runs"] = sorted(runs.values(), key=lambda r: r["name"])
         path.write_text(json.dumps(doc, indent=1) + "\n")
 
-    def get(name: str, layer: str, weights: str, tau: float) -> dict:
-        if name in runs and (args.out / runs[name]["png"]).is_file() and runs[name]["evaluations"] == args.steps:
+    def get(name: str, layer: str, weights: str, tau: float, steps: int | None = None) -> dict:
+        steps = steps or args.steps
+        if name in runs and (args.out / runs[name]["png"]).is_file() and runs[name]["evaluations"] == steps:
             return runs[name]
         t = time.perf_counter()
-        runs[name] = run_one(name, image, layer, weights, tau, args, precision)
+        runs[name] = run_one(name, image, layer, weights, tau, args, precision, steps)
         save()
         r = runs[name]
         print(f"{name}: PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} loss {r['start_loss']:.4g} -> {r['final_loss']:.4g} "
               f"(TV {r['tv_share']:.1%}, last-25% drop {r['flattening_last_25pct']:.2%}, {r['iterations']} it) "
               f"{time.perf_counter() - t:.0f} s", flush=True)
         return r
+
+    if args.longer:  # after the grid, with its tau
+        for item in args.longer:
+            v, layer = item.split(":")
+            _, weights, tv = VARIANTS[v]
+            name = f"{v}_{layer}_eval{args.longer_steps}"
+            get(name, layer, weights, doc["tv_tau"][weights] if tv else 0.0, args.longer_steps)
+            doc.setdefault("longer", {}).setdefault(v, {})[layer] = name
+            save()
+        return
 
     taus: dict[str, float] = {}
     for weights in args.sweep:

@@ -94,6 +94,19 @@ def test_tables_carry_the_numbers(results):
     assert len(sweep) == 5 and [r.endswith("✓ |") for r in sweep[2:]] == [False, True, False]
 
 
+def test_table_lists_a_longer_rerun_after_its_grid_run(results):
+    root, _ = results
+    doc = json.loads((root / "fig3_variants.json").read_text())
+    longer = dict(_run("a_relu4_3_eval1000", "relu4_3", "torchvision", 14.5), evaluations=1000, iterations=950)
+    doc["runs"].append(longer)
+    doc["longer"] = {"a": {"relu4_3": longer["name"]}}
+    (root / "fig3_variants.json").write_text(json.dumps(doc))
+    table = fig3_variants_table(root).splitlines()
+    assert len(table) == 2 + 5
+    assert "| 12.25 |" in table[4] and "| 14.50 |" in table[5] and "| 1000 / 950 |" in table[5]
+    assert len(plot_fig3_variants(root).axes) == 6  # the grid is unchanged
+
+
 def test_missing_files_are_named(results, tmp_path_factory):
     empty = tmp_path_factory.mktemp("empty")
     with pytest.raises(FileNotFoundError, match="no fig3_variants.json"):
