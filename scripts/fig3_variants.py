@@ -139,7 +139,8 @@ def main() -> None:
                layers=[n for n in LAYER_NAMES if n in layers],
                variants={k: {"label": v[0], "weights": v[1], "tv": v[2]} for k, v in VARIANTS.items() if k in variants},
                tv_rule=f"tv_weight = tau * l_feat(x0) / TV(x0) at the white-noise start x0; tau: the largest of "
-                       f"{args.taus} whose TV term is <= {args.max_tv_share:.0%} of the final loss on {SWEEP_LAYER}")
+                       f"{args.taus} whose TV term is <= {args.max_tv_share:.0%} of the final loss on {SWEEP_LAYER}, "
+                       f"else the smallest")
 
     def save() -> None:
         doc["runs"] = sorted(runs.values(), key=lambda r: r["name"])
