@@ -29,8 +29,10 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -377,6 +379,36 @@ def _batch_source(data, sampler: IndexSampler, start: int, stop: int, workers: i
     return iter(loader)
 
 
+class _StopOnSignal:
+    """While training, SIGTERM (``kill PID``, ``timeout``, a CI cancel) asks the loop to stop after the current step
+    with a checkpoint, as the time limit does; a second SIGTERM acts as before (the previous handler). Handlers
+    can only be set in the main thread: elsewhere this does nothing."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
+        self.signals, self.received, self._old = signals, None, {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:  # asked twice: the previous behaviour, now
+            old = self._old.get(signum, signal.SIG_DFL)
+            signal.signal(signum, old)
+            if callable(old):
+                old(signum, frame)
+            else:
+                os.kill(os.getpid(), signum)
+            return
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg: Any,
           out_dir: str | os.PathLike, resume: bool = True, progress: bool = True, workers: int = 0,
           max_seconds: float | None = None) -> History:
@@ -399,7 +431,8 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
         workers: DataLoader worker processes preparing batches (0: in this process); the batches
             are the same either way.
         max_seconds: stop cleanly (checkpoint saved, ``history.stopped`` set) once this call has run
-            this long, e.g. to fit a time-limited machine; resume later for the remaining steps.
+            this long, e.g. to fit a time-limited machine; resume later for the remaining steps. A SIGTERM
+            stops the same way after the current step (a second SIGTERM kills at once).
 
     Raises :class:`TrainingDivergedError` when the loss, a term or a gradient is not finite: the
     message names the step and the terms, and the last checkpoint is left as it was.
@@ -545,12 +578,17 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
     amp_ctx = lambda: autocast(precision, device)  # noqa: E731
     batches = _batch_source(data, shard, step, steps, int(workers), cuda)
     stopped = None
+    term = _StopOnSignal().__enter__()
     try:
         while step < steps:
-            over = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
-            if pdist.any_true(over, device):  # decided together: every rank stops at the same step
-                limit = f"{max_seconds:g} s" if max_seconds is not None else "another process"
-                stopped = f"time limit of {limit} reached at step {step}"
+            timed_out = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
+            if pdist.any_true(timed_out or term.received is not None, device):  # all ranks stop at the same step
+                if term.received is not None:
+                    stopped = f"{term.received} received: stopped at step {step}"
+                elif timed_out:
+                    stopped = f"time limit of {max_seconds:g} s reached at step {step}"
+                else:
+                    stopped = f"another process reached its time limit or a SIGTERM: stopped at step {step}"
                 if pending_n:  # a partial log interval: logged now, redone from its sums on resume
                     history.append(step, {k: v / pending_n for k, v in pending.items()})
                 history.elapsed_s = elapsed0 + time.perf_counter() - t0
@@ -594,6 +632,7 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
             if step % ckpt_every == 0 or step == steps:
                 save(*(partial or (pending, pending_n)))
     finally:
+        term.__exit__()
         bar.close()
         del batches  # stops DataLoader workers
     if stopped:

@@ -152,6 +152,31 @@ def test_time_limit_stops_cleanly_and_resumes_exactly(tmp_path):
     assert rest == ref_hist and rest.stopped is None
 
 
+def test_sigterm_stops_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    """A SIGTERM (kill, timeout) mid-run: the step finishes, a checkpoint is written (no work since the last
+    periodic checkpoint is lost), the handler is restored, and resuming gives the uninterrupted run."""
+    import os
+    import signal
+
+    ref_model, ref_hist = run(tmp_path / "ref", 8)
+    cfg = dataclasses.replace(BASE, steps=8)  # periodic checkpoints at 3 and 6
+
+    class TermAt5(Loss):
+        def __call__(self, model, batch):
+            if self.calls == 4:  # during step 5
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().__call__(model, batch)
+
+    before = signal.getsignal(signal.SIGTERM)
+    hist = train(tiny_model(), TermAt5(cfg), PairSet(), cfg, tmp_path / "run", progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert hist.stopped == "SIGTERM received: stopped at step 5"
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 5 and hist.steps_run == 5
+    model, rest = run(tmp_path / "run", 8, model_seed=9)
+    assert_same_state(model, ref_model)
+    assert rest == ref_hist and rest.stopped is None
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     run(tmp_path, 3)
     cfg = dataclasses.replace(BASE, lr=5e-3)
