@@ -242,8 +242,10 @@ def sr_findings(rows: Sequence[Mapping], table: Mapping[int, Mapping[str, Mappin
                      f"paper's gap on {len(inside)} of {len(mine)}" + (f" ({_fmt_list(inside)})." if inside else "."))
         cbs = [r["checkerboard_db"] for r in mine if r.get("checkerboard_db") is not None]
         if cbs:
-            lines[-1] += (f" Checkerboard energy {min(cbs):+.1f} to {max(cbs):+.1f} dB against the HR images "
-                          f"({'a grid' if max(cbs) > 3 else 'no grid'}: 0 dB is the photos' own energy there).")
+            kind = ("a grid" if max(cbs) > 10 else "a slight excess over the photos" if max(cbs) > 1
+                    else "no excess over the photos")
+            lines[-1] += (f" Checkerboard energy {min(cbs):+.1f} to {max(cbs):+.1f} dB against the HR images: {kind} "
+                          f"(0 dB: the photos' own energy at the upsampling frequencies).")
     for scale, sets in table.items():
         for set_name, tab in sets.items():
             scored = {m: r["lpips"] for m, r in tab.items() if r.get("lpips") is not None}

@@ -96,7 +96,8 @@ def test_findings_state_the_numbers_of_the_table():
     text = R.sr_findings(rows, _table(), {"feat_impl": "ℓ_feat (impl)"})
     assert "**ℓ_feat (impl)**: PSNR − bicubic ×4 set5 -0.80 dB (paper -1.34)" in text
     assert "within 1 dB of the paper's gap on 1 of 1 (×4 set5)" in text
-    assert "+14.0 to +14.0 dB" in text and "a grid" in text
+    assert "+14.0 to +14.0 dB against the HR images: a grid" in text
+    assert "-3.0 to -3.0 dB against the HR images: no excess over the photos" in text
     assert "lowest LPIPS feat (0.1900; bicubic 0.3300)" in text
 
 
