@@ -122,7 +122,9 @@ def plot_fig3_curves(results: str | os.PathLike | Mapping, *, variants: Sequence
         ax.set_title(layer, fontsize=9)
         ax.set_xlabel("loss evaluations", fontsize=8)
     axes[0].set_ylabel("best loss / start loss", fontsize=8)
-    axes[-1].legend(fontsize=7)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, max(1, len(labels))), fontsize=7,
+               frameon=False)  # below the panels, off the curves
     return fig
 
 

@@ -124,9 +124,10 @@ CASES: list[WidgetCase] = [
         # the notebook's own cell left two x4 models on a crop, histogram-matched ("... + h.m." panels)
         changes={"hist_match": False, "size": 48},
         ui=(UI("checkbox", "pl-histmatch", False), UI("slider", "pl-crop-size", -6, readout="48")),  # 96 - 6 * 8
-        run={"hist_match": False, "box": [..., ..., 48], "psnr": {"x4 l_pixel (H100)": ..., "x4 l_feat (H100)": ...}},
-        ui_run={"hist_match": False, "box": [..., ..., 48], "psnr": {"x4 l_feat (H100)": ...}},
-        title="x4 l_feat (H100)\n",  # the model's panel without "+ h.m."
+        run={"hist_match": False, "box": [..., ..., 48],
+             "psnr": {"x4 l_pixel (paper recipe, H100)": ..., "x4 l_feat (paper recipe, H100)": ...}},
+        ui_run={"hist_match": False, "box": [..., ..., 48], "psnr": {"x4 l_feat (paper recipe, H100)": ...}},
+        title="x4 l_feat (paper recipe, H100)\n",  # the model's panel without "+ h.m."
         screenshot="02_sr_compare_app",
     ),
     WidgetCase(
