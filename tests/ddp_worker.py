@@ -63,6 +63,7 @@ def run(out, steps: int, sleep: float = 0.0, max_seconds: float | None = None, m
 
 def main() -> None:
     import os
+    import sys
 
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -74,8 +75,10 @@ def main() -> None:
     torch.set_num_threads(1)
     limit = args.max_seconds_rank1 if os.environ.get("RANK") == "1" else None
     _, hist = run(args.out, args.steps, args.sleep, limit, model_seed=int(os.environ.get("RANK", 0)), norm=args.norm)
-    print(f"rank {os.environ.get('RANK')} done: step {hist.step[-1] if hist.step else 0}, stopped={hist.stopped}",
-          flush=True)
+    # one write of the whole line (print writes text and newline apart, which unbuffered ranks can interleave)
+    sys.stdout.write(f"rank {os.environ.get('RANK')} done: step {hist.step[-1] if hist.step else 0}, "
+                     f"stopped={hist.stopped}\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
