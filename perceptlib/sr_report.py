@@ -169,9 +169,7 @@ def crop_panels(hr: Tensor, outputs: Mapping[str, Tensor], box: tuple[int, int, 
     """Panels for :func:`perceptlib.plots.plot_sr_panels`: the whole HR image, its crop, and each output's
     crop captioned with its whole-image PSNR (``psnr_fn(sr, hr, border)``). ``box`` = (top, left, side) of
     the crop in HR pixels, moved inside the image and onto the LR grid. ``hr``/outputs: (3, H, W) in [0, 1]."""
-    top, left, side = box
-    top = min(top, hr.shape[-2] - side) // scale * scale
-    left = min(left, hr.shape[-1] - side) // scale * scale
+    top, left, side, _ = crop_box(hr, box, scale)
     sl = np.s_[..., top:top + side, left:left + side]
     panels = {"HR": hr, "HR crop": hr[sl]}
     for name, out in outputs.items():
