@@ -11,13 +11,14 @@ the image-transformation network) for two configurations of Johnson et al. (2016
          style_weight 1e5, tv_weight 1e-6.
 
 "ours" is perceptlib.PerceptualLoss (truncated VGG, target under no_grad). "reference" follows
-pytorch/examples fast_neural_style: torchvision vgg16 features run in four slices to relu4_3 for
-the prediction and, in a second full pass without no_grad, for the target; its parameters are
-frozen, as in that script. "ref-unfrozen" is the same with the VGG left trainable (a common slip).
-All use the same ImageNet VGG-16 weights (perceptlib.weights.resolve_vgg16("torchvision")).
-Timings alternate between implementations in one process after warm-up; median and min over
-``--repeats`` are printed, plus the peak memory above baseline of one step (RSS on CPU, CUDA
-allocator peak on GPU). The last line is ``speedup sr=<x> style=<y>`` (reference / ours medians).
+pytorch/examples fast_neural_style (its Vgg16, copied in _reference.py): torchvision vgg16 features
+run in four slices to relu4_3 for the prediction and, in a second full pass without no_grad, for
+the target; its parameters are frozen, as in that script. "ref-unfrozen" is the same with the VGG
+left trainable (a common slip). All use the same ImageNet VGG-16 weights
+(perceptlib.weights.resolve_vgg16("torchvision")). Timings alternate between implementations in
+one process after warm-up; median and min over ``--repeats`` are printed, plus the peak memory
+above baseline of one step (RSS on CPU, CUDA allocator peak on GPU). The last line is
+``speedup sr=<x> style=<y>`` (reference / ours medians).
 """
 from __future__ import annotations
 
@@ -26,51 +27,21 @@ import contextlib
 import ctypes
 import statistics
 import time
-from collections import namedtuple
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from perceptlib.losses import PerceptualLoss
-from perceptlib.weights import CONV_NAMES, TORCHVISION_CONV_INDEX, resolve_vgg16
+
+try:  # run as a script: its folder is on sys.path
+    from _reference import IMAGENET_MEAN, IMAGENET_STD, RefVgg16, ref_gram
+except ModuleNotFoundError:  # imported as benchmarks.bench_loss (python -m, tests) from the repo root
+    from benchmarks._reference import IMAGENET_MEAN, IMAGENET_STD, RefVgg16, ref_gram
 
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 STYLE_WEIGHT, TV_WEIGHT = 1e5, 1e-6
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-VggOutputs = namedtuple("VggOutputs", STYLE_LAYERS)
-
-
-class RefVgg16(nn.Module):
-    """pytorch/examples fast_neural_style ``vgg.Vgg16``: four slices of torchvision's features."""
-
-    def __init__(self, requires_grad: bool = False) -> None:
-        super().__init__()
-        features = torchvision.models.vgg16(weights=None).features
-        sd, _ = resolve_vgg16("torchvision")
-        for name, idx in zip(CONV_NAMES, TORCHVISION_CONV_INDEX):
-            features[idx].weight.data.copy_(sd[f"{name}.weight"])
-            features[idx].bias.data.copy_(sd[f"{name}.bias"])
-        self.slice1, self.slice2 = features[:4], features[4:9]
-        self.slice3, self.slice4 = features[9:16], features[16:23]
-        if not requires_grad:
-            for p in self.parameters():
-                p.requires_grad = False
-
-    def forward(self, x: Tensor) -> VggOutputs:
-        h1 = self.slice1(x)
-        h2 = self.slice2(h1)
-        h3 = self.slice3(h2)
-        h4 = self.slice4(h3)
-        return VggOutputs(h1, h2, h3, h4)
-
-
-def ref_gram(y: Tensor) -> Tensor:
-    b, ch, h, w = y.shape
-    f = y.float().view(b, ch, w * h)
-    return f.bmm(f.transpose(1, 2)) / (ch * h * w)
 
 
 class RefLoss(nn.Module):
@@ -167,8 +138,8 @@ def main() -> None:
     style_img = torch.rand((1, 3, args.size, args.size), generator=g)
     target, pred0, style_img = (t.to(device).contiguous(memory_format=fmt) for t in (target, pred0, style_img))
 
-    frozen = RefVgg16(False).to(device=device, memory_format=fmt)
-    unfrozen = RefVgg16(True).to(device=device, memory_format=fmt)
+    frozen = RefVgg16(False, pretrained=True).to(device=device, memory_format=fmt)
+    unfrozen = RefVgg16(True, pretrained=True).to(device=device, memory_format=fmt)
     ours_sr = PerceptualLoss(layers={"relu2_2": 1.0}).to(device=device, memory_format=fmt)
     ours_st = PerceptualLoss(layers={"relu3_3": 1.0}, style_layers=STYLE_LAYERS, style_weight=STYLE_WEIGHT,
                              tv_weight=TV_WEIGHT).to(device=device, memory_format=fmt)

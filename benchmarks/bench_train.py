@@ -18,6 +18,7 @@ Timed in one process, round-robin (every implementation once per round, order ro
 - ``opt eval 256``: one evaluation (loss + gradient w.r.t. the image) of the optimisation baseline
   at 256^2 with cached targets; reference: the pytorch/examples Vgg16 slices to relu4_3.
 
+The pytorch/examples code (TransformerNet, Vgg16, gram_matrix, normalize_batch) is copied in _reference.py.
 Every network has random weights (speed does not depend on them). ours runs in fp32 and, on machines
 where :func:`perceptlib.precision.bf16_supported`, in bf16 autocast; "default" is what
 ``precision="auto"`` picks here. GFLOP/s come from ``torch.utils.flop_counter`` (one pass, fp32).
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections import namedtuple
 from collections.abc import Callable
 
 import torch
@@ -44,106 +44,12 @@ from perceptlib.losses import PerceptualLoss
 from perceptlib.nets import SRNet, TransformerNet
 from perceptlib.precision import autocast, bf16_supported, describe_machine, resolve_precision
 
+try:  # run as a script: its folder is on sys.path
+    from _reference import RefTransformerNet, RefVgg16, ref_gram, ref_normalize_batch
+except ModuleNotFoundError:  # imported as benchmarks.bench_train (python -m, tests) from the repo root
+    from benchmarks._reference import RefTransformerNet, RefVgg16, ref_gram, ref_normalize_batch
+
 STYLE_LAYERS = {"relu1_2": 1 / 64**2, "relu2_2": 1 / 128**2, "relu3_3": 1 / 256**2, "relu4_3": 1 / 512**2}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-VggOutputs = namedtuple("VggOutputs", ["relu1_2", "relu2_2", "relu3_3", "relu4_3"])
-
-
-# --- pytorch/examples fast_neural_style (transformer_net.py, vgg.py, utils.py), as written there -------------
-class ConvLayer(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
-        super().__init__()
-        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
-        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv2d(self.reflection_pad(x))
-
-
-class RefResidualBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = ConvLayer(channels, channels, kernel_size=3, stride=1)
-        self.in1 = nn.InstanceNorm2d(channels, affine=True)
-        self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
-        self.in2 = nn.InstanceNorm2d(channels, affine=True)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        residual = x
-        out = self.relu(self.in1(self.conv1(x)))
-        out = self.in2(self.conv2(out))
-        return out + residual
-
-
-class UpsampleConvLayer(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
-                 upsample: int | None = None) -> None:
-        super().__init__()
-        self.upsample = upsample
-        self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
-        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.upsample:
-            x = F.interpolate(x, mode="nearest", scale_factor=self.upsample)
-        return self.conv2d(self.reflection_pad(x))
-
-
-class RefTransformerNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.in1 = ConvLayer(3, 32, kernel_size=9, stride=1), nn.InstanceNorm2d(32, affine=True)
-        self.conv2, self.in2 = ConvLayer(32, 64, kernel_size=3, stride=2), nn.InstanceNorm2d(64, affine=True)
-        self.conv3, self.in3 = ConvLayer(64, 128, kernel_size=3, stride=2), nn.InstanceNorm2d(128, affine=True)
-        self.res = nn.Sequential(*(RefResidualBlock(128) for _ in range(5)))
-        self.deconv1 = UpsampleConvLayer(128, 64, kernel_size=3, stride=1, upsample=2)
-        self.in4 = nn.InstanceNorm2d(64, affine=True)
-        self.deconv2 = UpsampleConvLayer(64, 32, kernel_size=3, stride=1, upsample=2)
-        self.in5 = nn.InstanceNorm2d(32, affine=True)
-        self.deconv3 = ConvLayer(32, 3, kernel_size=9, stride=1)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.relu(self.in1(self.conv1(x)))
-        y = self.relu(self.in2(self.conv2(y)))
-        y = self.relu(self.in3(self.conv3(y)))
-        y = self.res(y)
-        y = self.relu(self.in4(self.deconv1(y)))
-        y = self.relu(self.in5(self.deconv2(y)))
-        return self.deconv3(y)
-
-
-class RefVgg16(nn.Module):
-    """``vgg.Vgg16``: torchvision's VGG-16 features in four slices, frozen."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        import torchvision
-
-        features = torchvision.models.vgg16(weights=None).features
-        self.slice1, self.slice2, self.slice3, self.slice4 = features[:4], features[4:9], features[9:16], features[16:23]
-        for p in self.parameters():
-            p.requires_grad = False
-
-    def forward(self, x: Tensor) -> VggOutputs:
-        h1 = self.slice1(x)
-        h2 = self.slice2(h1)
-        h3 = self.slice3(h2)
-        h4 = self.slice4(h3)
-        return VggOutputs(h1, h2, h3, h4)
-
-
-def ref_gram(y: Tensor) -> Tensor:
-    b, ch, h, w = y.size()
-    features = y.view(b, ch, w * h)
-    return features.bmm(features.transpose(1, 2)) / (ch * h * w)
-
-
-def ref_normalize_batch(batch: Tensor) -> Tensor:  # utils.normalize_batch on 0-255 input
-    mean = batch.new_tensor(IMAGENET_MEAN).view(-1, 1, 1)
-    std = batch.new_tensor(IMAGENET_STD).view(-1, 1, 1)
-    return (batch.div(255.0) - mean) / std
 
 
 # --- the timed work ------------------------------------------------------------------------------------------
