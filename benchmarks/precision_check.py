@@ -1,6 +1,7 @@
 """Does bf16 autocast change the results? The same runs from the same seed in fp32 and in bf16.
 
 Run:  python benchmarks/precision_check.py [--sr-steps 500] [--style-steps 300] [--out results/precision_check.json]
+      python benchmarks/precision_check.py --sr-recipe impl --style-recipe impl --out results/precision_check_impl.json
       python benchmarks/precision_check.py --sr-only --sr-recipe impl --out results/precision_check_sr_impl.json
 
 Four checks (CPU; bf16 needs a CPU with native bf16, else the script says so and stops):
@@ -10,7 +11,8 @@ Four checks (CPU; bf16 needs a CPU with native bf16, else the script says so and
    two trained networks on a fixed held-out batch (64 patches of the 'set14' and 'bsd100' stand-ins,
    evaluated in fp32) and the mean training loss of the last 50 steps; goal: within 3 %. ``--sr-only``
    runs this check alone.
-2. Style (Starry Night, cpu-mode config: 128^2, batch 4), ``--style-steps`` steps: the same two losses
+2. Style (Starry Night, cpu-mode config: 128^2, batch 4, the ``--style-recipe``), ``--style-steps`` steps: the
+   same two losses
    (held-out: the 5 'content' and 14 'set14' photos at 128^2); goal: within 3 %.
 
 Both trainings run with two seeds (0 and 1) in each precision: the table's goal is checked on seed 0, and
@@ -85,16 +87,16 @@ def sr_check(steps: int, tmp: Path, recipe_name: str = "paper") -> dict:
     return out
 
 
-def style_check(steps: int, tmp: Path) -> tuple[dict, torch.nn.Module]:
-    from perceptlib.config import PAPER_STYLE, for_mode
+def style_check(steps: int, tmp: Path, recipe_name: str = "paper") -> tuple[dict, torch.nn.Module]:
+    from perceptlib.config import PAPER_STYLE, for_mode, recipe
     from perceptlib.data import image_paths
     from perceptlib.images import load_image
     from perceptlib.speed import square_crop
     from perceptlib.style import StyleLoss, build_style_loss, load_style, train_style
 
     out, nets = {}, {}
-    base = dataclasses.replace(for_mode(PAPER_STYLE, "cpu"), steps=steps, checkpoint_every=steps, log_every=1,
-                               device="cpu")
+    base = dataclasses.replace(recipe(for_mode(PAPER_STYLE, "cpu"), recipe_name), steps=steps,
+                               checkpoint_every=steps, log_every=1, device="cpu")
     style = [p for p in image_paths("styles") if p.stem == "starry_night"][0]
     held = [load_image(p) for p in image_paths("content")] + [load_image(p) for p in image_paths("set14")]
     photos = torch.stack([square_crop(p, 128) for p in held])
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sr-steps", type=int, default=500)
     ap.add_argument("--style-steps", type=int, default=300)
     ap.add_argument("--sr-recipe", choices=("paper", "impl"), default="paper")
+    ap.add_argument("--style-recipe", choices=("paper", "impl"), default="paper")
     ap.add_argument("--sr-only", action="store_true", help="run the SR check alone")
     ap.add_argument("--out", default="results/precision_check.json")
     args = ap.parse_args(argv)
@@ -166,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         sr = sr_check(args.sr_steps, tmp, args.sr_recipe)
         if args.sr_only:
             return _report_sr_only(machine, args, sr)
-        style, net = style_check(args.style_steps, tmp)
+        style, net = style_check(args.style_steps, tmp, args.style_recipe)
     res = {"machine": machine, "sr_x4_feat": {"steps": args.sr_steps, "recipe": args.sr_recipe, **sr},
-           "style": {"steps": args.style_steps, **style}, "stylize_bf16_vs_fp32": stylize_check(net),
+           "style": {"steps": args.style_steps, "recipe": args.style_recipe, **style},
+           "stylize_bf16_vs_fp32": stylize_check(net),
            "lbfgs_200": lbfgs_check()}
 
     def rel(d: dict, key: str, a: str = "bf16", b: str = "off") -> float:
