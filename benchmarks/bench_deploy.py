@@ -1,7 +1,7 @@
 """Inference memory and speed of the style network: image size, tiles, backend and width.
 
 Run:  python benchmarks/bench_deploy.py [--sizes 256 512 1024 2048 6000x4000] [--tile 512] [--repeats 3]
-      [--channels 32 16] [--device cpu|cuda] [--threads N] [--json OUT]
+      [--channels 32 16] [--backends torch-fp32 ...] [--device cpu|cuda] [--threads N] [--json OUT]
 
 Every case runs in a fresh Python process, so its peak memory is its own: the peak resident set size
 (``VmHWM`` of ``/proc/self/status``) after building the network and running it ``1 + repeats`` times
@@ -12,9 +12,14 @@ of ``repeats`` runs after one warm-up, for the whole image (tiles, blending and 
 
 1. ``size x {untiled, tiled}``: TransformerNet (32 channels, the paper's padding, instance norm),
    torch fp32; tiled = ``--tile`` px tiles, overlap 64 (:func:`perceptlib.deploy.run_tiled`).
-2. ``size x backend x width``, untiled: ``torch fp32``, ``torch bf16`` (only where
-   :func:`perceptlib.precision.bf16_supported`), ``onnxruntime fp32`` (the file from
+2. ``size x backend x width``, untiled: ``torch fp32``, ``torch bf16`` (autocast; only where
+   :func:`perceptlib.precision.bf16_supported`), the same two ``torch.compile``'d
+   (``TorchNetwork(..., compile=True)``: ``torch-fp32-compiled``, ``torch-bf16-compiled`` in
+   :data:`perceptlib.deploy.COMPILED_BF16_FORM`), ``onnxruntime fp32`` (the file from
    :func:`perceptlib.deploy.export_onnx`, exported once per width) x ``--channels`` -> ms, fps, peak MiB.
+   ``compile s``: the compiled cases' first call (the compilation, with an empty inductor cache of its
+   own) less one timed call; it is not in ms / fps, but its peak MiB includes the compiler's. ``--backends`` picks some of them, or adds
+   ``torch-bf16-autocast-compiled`` (the other bf16 form: fp32 weights, autocast inside the graph).
 
 Weights are random (speed and memory do not depend on them). A case that fails (e.g. killed for
 memory) is shown as ``failed`` and the rest go on. The last line is
@@ -33,6 +38,8 @@ import time
 from pathlib import Path
 
 OVERLAP = 64
+BACKENDS = ("torch-fp32", "torch-bf16", "torch-fp32-compiled", "torch-bf16-compiled", "onnxruntime")
+EXTRA_BACKENDS = ("torch-bf16-autocast-compiled",)
 
 
 def _status(key: str) -> float:
@@ -48,18 +55,22 @@ def run_case(case: dict) -> dict:
     """One measurement in this process (called in the child)."""
     import torch
 
-    from perceptlib.deploy import TorchNetwork, load_onnx, run_tiled
+    from perceptlib.deploy import TorchNetwork, load_onnx, run_tiled, runner
     from perceptlib.nets import TransformerNet
 
     if case.get("threads"):
         torch.set_num_threads(case["threads"])
     device = torch.device(case["device"])
-    if case["backend"] == "onnxruntime":
+    backend = case["backend"]
+    if backend == "onnxruntime":
         net = load_onnx(case["onnx"], device=case["device"])
     else:
         torch.manual_seed(0)
         model = TransformerNet(channels=case["channels"], norm="instance").eval().to(device)
-        net = TorchNetwork(model, precision="off" if case["backend"] == "torch-fp32" else "bf16")
+        if backend == "torch-bf16-autocast-compiled":
+            runner.COMPILED_BF16_FORM = "autocast"
+        net = TorchNetwork(model, precision="off" if backend.startswith("torch-fp32") else "bf16",
+                           compile=backend.endswith("-compiled"))
     w, h = case["size"]
     x = torch.rand(1, 3, h, w)
     tile = case.get("tile") or 0
@@ -74,18 +85,21 @@ def run_case(case: dict) -> dict:
         return (time.perf_counter() - t) * 1000
 
     base = _status("VmRSS")
-    times = [once() for _ in range(1 + case["repeats"])][1:]
-    out = {"ms": statistics.median(times), "peak_mib": _status("VmHWM"), "base_mib": base}
+    times = [once() for _ in range(1 + case["repeats"])]
+    out = {"ms": statistics.median(times[1:]), "peak_mib": _status("VmHWM"), "base_mib": base}
+    if backend.endswith("-compiled"):
+        out["compile_s"] = (times[0] - out["ms"]) / 1000
     if device.type == "cuda" and case["backend"] != "onnxruntime":
         out["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
-def measure(case: dict, timeout: float) -> dict:
-    """``run_case`` in a fresh interpreter; ``{"error": ...}`` when it fails."""
+def measure(case: dict, timeout: float, env: dict | None = None) -> dict:
+    """``run_case`` in a fresh interpreter (environment ``env``, default this one's); ``{"error": ...}``
+    when it fails."""
     cmd = [sys.executable, __file__, "--case", json.dumps(case)]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout {timeout:.0f} s"}
     if p.returncode != 0:
@@ -106,7 +120,7 @@ def _row(cells: list, widths: list[int]) -> str:
 def _fmt(r: dict, keys: tuple[str, ...]) -> list[str]:
     if "error" in r:
         return ["failed"] + [""] * (len(keys) - 1)
-    return [f"{r[k]:.1f}" if k != "fps" else f"{1000 / r['ms']:.2f}" for k in keys]
+    return [f"{1000 / r['ms']:.2f}" if k == "fps" else f"{r[k]:.1f}" if k in r else "-" for k in keys]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", nargs="+", default=["256", "512", "1024", "2048"], help="N (square) or WxH")
     ap.add_argument("--tile", type=int, default=512, help="tile size of the tiled cases (px)")
     ap.add_argument("--channels", nargs="+", type=int, default=[32, 16], help="TransformerNet widths of table 2")
+    ap.add_argument("--backends", nargs="+", choices=BACKENDS + EXTRA_BACKENDS, default=list(BACKENDS),
+                    help="table 2 backends (default: all but the extra bf16 form; bf16 ones only where supported)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch / onnxruntime threads (default: torch's)")
@@ -147,25 +163,30 @@ def main(argv: list[str] | None = None) -> int:
             results["tiles"].append({"size": [w, h], "tile": tile, **r})
             print(_row([f"{w}x{h}", tile or "-", *_fmt(r, ("ms", "peak_mib", "base_mib"))], widths))
 
-    backends = ["torch-fp32"] + (["torch-bf16"] if bf16_supported(args.device) else []) + ["onnxruntime"]
-    if "torch-bf16" not in backends:
+    bf16 = bf16_supported(args.device)
+    backends = [b for b in args.backends if bf16 or "bf16" not in b]
+    if not bf16 and len(backends) < len(args.backends):
         print(f"\n(torch bf16 skipped: no native bf16 on {args.device})")
     print("\n2. untiled: size x backend x width")
-    widths = [11, 12, 5, 10, 8, 10]
-    print(_row(["size", "backend", "c", "ms", "fps", "peak MiB"], widths))
+    widths = [11, 28, 5, 10, 8, 10, 10]
+    print(_row(["size", "backend", "c", "ms", "fps", "peak MiB", "compile s"], widths))
     with tempfile.TemporaryDirectory() as tmp:
         onnx_files = {}
-        for c in args.channels:
+        for c in args.channels if "onnxruntime" in backends else ():
             torch.manual_seed(0)
             net = TransformerNet(channels=c, norm="instance").eval()
             onnx_files[c] = str(export_onnx(net, Path(tmp) / f"c{c}.onnx"))
         for w, h in sizes:
             for backend in backends:
                 for c in args.channels:
-                    case = {**common, "size": (w, h), "backend": backend, "channels": c, "onnx": onnx_files[c]}
-                    r = measure(case, args.timeout)
+                    case = {**common, "size": (w, h), "backend": backend, "channels": c, "onnx": onnx_files.get(c)}
+                    env = None
+                    if backend.endswith("-compiled"):  # a cold compilation: an inductor cache of its own
+                        cache = Path(tmp) / f"inductor_{backend}_c{c}_{w}x{h}"
+                        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+                    r = measure(case, args.timeout, env=env)
                     results["backends"].append({"size": [w, h], "backend": backend, "channels": c, **r})
-                    print(_row([f"{w}x{h}", backend, c, *_fmt(r, ("ms", "fps", "peak_mib"))], widths))
+                    print(_row([f"{w}x{h}", backend, c, *_fmt(r, ("ms", "fps", "peak_mib", "compile_s"))], widths))
 
     at512 = [r for r in results["backends"] if r["size"] == [512, 512] and "error" not in r]
     if args.json:

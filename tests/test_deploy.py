@@ -2,6 +2,7 @@
 formats and the CLI over folders and videos: test_deploy_media.py)."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,161 @@ def test_cli_onnx_backend(exported, tmp_path, capsys):
     assert main(["upscale", "--model", str(exported["sr"][2]), str(tmp_path / "in.png"), str(tmp_path / "x.png")]) == 1
     assert "run it with the onnxruntime backend" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+# ---------------------------------------------------------------- torch.compile
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10 * torch.log10((a - b).square().mean()))
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    after = model.state_dict()
+    return after.keys() == before.keys() and all(
+        after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+
+
+@pytest.fixture(scope="module")
+def compiled_style():
+    """A tiny random instance-norm style network (8 channels, 1 block), a snapshot of its weights and a
+    compiled fp32 network of it (compiled at its first call)."""
+    from perceptlib.deploy import TorchNetwork
+
+    model = tiny_style(channels=8, blocks=1)
+    with torch.no_grad():
+        model.tail.weight.mul_(30)  # outputs spread over [0, 1]
+    before = _snapshot(model)
+    return model, before, TorchNetwork(model, precision="off", compile=True)
+
+
+@pytest.mark.slow  # each compiling test: ~20 s on 2 busy cores with an empty inductor cache, ~5 s with it
+def test_compiled_fp32_matches_eager_and_reuses_the_graph(compiled_style):
+    """fp32 compiled = eager; freezing stays off outside the call; the caller's model is untouched; the
+    four equal tiles of a 112x112 image and a second frame of the same size reuse the first graph."""
+    import torch._dynamo.config
+    import torch._inductor.config
+
+    from perceptlib.deploy import TorchNetwork
+
+    model, before, net = compiled_style
+    eager = TorchNetwork(model, precision="off")
+    assert net.compiled and net.runtime == "cpu, fp32, compiled" and not eager.compiled
+    frozen = torch._inductor.config.freezing
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    out, ref = net(x), eager(x)
+    assert out.dtype == torch.float32 and out.shape == ref.shape and ref.std() > 0.1
+    assert (out - ref).abs().max() <= 1e-4
+    assert torch._inductor.config.freezing == frozen and not frozen
+    assert _unchanged(model, before) and not model.training
+    image = torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    assert tile_spans(112, 64, 16, 4) == [(0, 64), (48, 112)]
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a new graph would raise here
+        tiled = run_tiled(net, image, 64, 16, align=4)
+        frames = [net(x) for _ in range(2)]
+    assert net.compiled_shapes == {(1, 3, 64, 64)}
+    assert (tiled - run_tiled(eager, image, 64, 16, align=4)).abs().max() <= 1e-4
+    assert all(torch.equal(f, out) for f in frames)
+
+
+def _sr_with_batch_norm_stats() -> SRNet:
+    """A tiny x4 SRNet whose batch norms have non-trivial running statistics and affine parameters (as
+    trained: folding them changes the weights), its deconvolutions 8 -> 8 channels."""
+    model = tiny_sr(channels=8)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(0.3 * torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.weight.copy_(1 + 0.5 * torch.randn(m.num_features, generator=g))
+                m.bias.copy_(0.2 * torch.randn(m.num_features, generator=g))
+    return model
+
+
+def test_fold_batch_norms_keeps_the_output():
+    from perceptlib.deploy.runner import _fold_batch_norms
+
+    model = _sr_with_batch_norm_stats()
+    x = torch.rand(2, 3, 12, 15, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x)
+        folded = _fold_batch_norms(copy.deepcopy(model))
+        out = folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in folded.modules()) == 2
+    assert (folded.up[0].weight - model.up[0].weight).abs().max() > 0.1  # the norm is in the weights now
+    assert (out - ref).abs().max() < 1e-5
+
+
+@pytest.mark.slow  # one compilation
+def test_compiled_sr_with_batch_norm_matches_eager():
+    """Batch norm after an 8 -> 8 deconvolution: inductor's own folding would scale the wrong weight axis."""
+    from perceptlib.deploy import TorchNetwork
+
+    model = _sr_with_batch_norm_stats()
+    before = _snapshot(model)
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    out, ref = TorchNetwork(model, "off", compile=True)(x), TorchNetwork(model, "off")(x)
+    assert out.shape == ref.shape == (1, 3, 96, 96) and ref.std() > 0.01
+    assert (out - ref).abs().max() <= 1e-4
+    assert _unchanged(model, before)
+
+
+@pytest.mark.slow  # one compilation (bf16)
+def test_compiled_bf16_trained_style_psnr():
+    """The trained Starry Night network (16 channels, instance norm) compiled in bf16
+    (COMPILED_BF16_FORM) against fp32 eager on a photo; the caller's fp32 model stays as it was."""
+    from conftest import load_asset
+
+    from perceptlib.deploy import COMPILED_BF16_FORM, TorchNetwork
+    from perceptlib.precision import bf16_supported
+    from perceptlib.train import load_model
+
+    if not bf16_supported("cpu"):
+        pytest.skip("no native bf16 on this CPU")
+    model = load_model(ROOT / "results" / "style_starry_night")
+    assert model.hparams["channels"] == 16 and model.hparams["norm"] == "instance"
+    before = _snapshot(model)
+    x = load_asset("chelsea", 96)
+    net = TorchNetwork(model, "bf16", compile=True)
+    out, ref = net(x), TorchNetwork(model, "off")(x)
+    psnr = _psnr(out, ref)
+    print(f"compiled bf16 ({COMPILED_BF16_FORM}) vs fp32 eager: {psnr:.1f} dB")
+    assert net.runtime == "cpu, bf16, compiled" and out.dtype == torch.float32
+    assert psnr >= 35
+    assert _unchanged(model, before) and all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_compile_needs_the_torch_backend(tmp_path, capsys):
+    from perceptlib.cli import main
+    from perceptlib.deploy import load_network
+
+    with pytest.raises(ValueError, match="needs the torch backend"):
+        load_network(tmp_path / "net.onnx", backend="onnxruntime", compile=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+    assert main(["stylize", "--backend", "onnxruntime", "--compile", "--model", str(tmp_path / "net.onnx"),
+                 str(tmp_path / "in.png"), str(tmp_path / "out.png")]) == 1
+    assert "compile (torch.compile) needs the torch backend" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.slow  # one compilation
+def test_cli_stylize_compile(tmp_path, capsys):
+    from perceptlib.cli import main
+
+    ckpt = write_checkpoint(tiny_style(channels=8, blocks=1), tmp_path / "style")
+    rgb = np.random.default_rng(0).integers(0, 256, (44, 52, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    flags = ["--model", str(ckpt), str(tmp_path / "in.png"), "--device", "cpu", "--precision", "off", "--no-progress"]
+    assert main(["stylize", *flags[:3], str(tmp_path / "eager.png"), *flags[3:]]) == 0
+    assert main(["stylize", *flags[:3], str(tmp_path / "compiled.png"), *flags[3:], "--compile"]) == 0
+    assert "cpu, fp32, compiled)" in capsys.readouterr().out
+    a = np.asarray(Image.open(tmp_path / "eager.png"), dtype=int)
+    b = np.asarray(Image.open(tmp_path / "compiled.png"), dtype=int)
+    assert a.shape == b.shape == (44, 52, 3) and a.std() > 5
+    assert np.abs(a - b).max() <= 1

@@ -2,8 +2,9 @@
 
 - :mod:`.onnx`: :func:`export_onnx` (dynamic batch/height/width) and :class:`OnnxNetwork`, an
   onnxruntime runner for the exported file;
-- :mod:`.runner`: :func:`load_network` (torch checkpoint or ONNX file behind one interface) and
-  :func:`image_transform` (network + tiles + histogram matching / colour preservation);
+- :mod:`.runner`: :func:`load_network` (torch checkpoint, optionally ``torch.compile``'d, or ONNX file
+  behind one interface) and :func:`image_transform` (network + tiles + histogram matching / colour
+  preservation);
 - :mod:`.tiles`: :func:`run_tiled`, tiled inference with feathered seams for large photos;
 - :mod:`.media`, :mod:`.video`: :func:`transform_path` for an image, a folder (mirrored) or a video
   (PyAV, streamed, audio kept), written atomically;
@@ -23,7 +24,7 @@ from .media import (
     VIDEO_EXTENSIONS, MediaError, atomic_path, media_kind, summarize, transform_folder, transform_image, transform_path,
 )
 from .onnx import DEFAULT_OPSET, OnnxNetwork, export_min_size, export_onnx, load_onnx, onnx_max_abs_diff
-from .runner import BACKENDS, DEFAULT_OVERLAP, TorchNetwork, image_transform, load_network
+from .runner import BACKENDS, COMPILED_BF16_FORM, DEFAULT_OVERLAP, TorchNetwork, image_transform, load_network
 from .tiles import run_tiled, tile_spans
 from .video import transform_video, video_info
 
@@ -32,6 +33,6 @@ __all__ = [
     "VIDEO_EXTENSIONS", "MediaError", "atomic_path", "media_kind", "transform_folder", "transform_image",
     "transform_path", "transform_video", "video_info", "summarize",
     "DEFAULT_OPSET", "OnnxNetwork", "export_min_size", "export_onnx", "load_onnx", "onnx_max_abs_diff",
-    "BACKENDS", "DEFAULT_OVERLAP", "TorchNetwork", "image_transform", "load_network",
+    "BACKENDS", "COMPILED_BF16_FORM", "DEFAULT_OVERLAP", "TorchNetwork", "image_transform", "load_network",
     "run_tiled", "tile_spans",
 ]
