@@ -4,7 +4,9 @@ paper's Fig. 5 score and Table 1 speed-ups, the differences from the paper and t
 Pure functions over committed files: a network folder (``model.pt``, ``config.json``, ``history.json``,
 ``style.json``, as :func:`perceptlib.style.train_style` writes it), the comparison folder of
 ``scripts/style_compare.py`` (``compare.json`` + images) and Fig. 5 score files of ``scripts/style_diag_eval.py``
-(``{"runs": {folder: {"step", "photos": [...], "iterations_matching_network", ...}}}``). The notebook configures,
+(``{"runs": {folder: {"step", "photos": [...], "iterations_matching_network", ...}}}``; at 256² in
+``style_diagnostics/eval.json`` and ``style_*progress.json``, at other sizes in
+``style_fig5_by_size/<network folder name>_<size>.json``). The notebook configures,
 calls and shows; the numbers its text states come from :func:`style_findings` and :func:`differences_markdown`.
 """
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor, nn
 
-__all__ = ["PAPER_FIG5", "PAINTINGS", "StyleNetwork", "committed_files", "style_networks", "score_files",
-           "matching_scores", "scores_from_compare", "comparison_record", "fig5_summary", "network_rows",
-           "preferred_networks", "diagnostic_rows", "network_losses", "plot_network_curves", "comparison_panels",
-           "optimisation_reference", "network_panels", "plot_fig5", "speed_table", "differences_markdown",
-           "style_findings"]
+__all__ = ["PAPER_FIG5", "FIG5_SIZES", "PAINTINGS", "StyleNetwork", "committed_files", "style_networks", "score_files",
+           "matching_scores", "size_score_files", "scores_by_size", "scores_from_compare", "comparison_record",
+           "fig5_summary", "network_rows", "preferred_networks", "score_at", "diagnostic_rows", "network_losses",
+           "plot_network_curves", "comparison_panels", "optimisation_reference", "network_panels", "plot_fig5",
+           "speed_table", "differences_markdown", "style_findings"]
 
 PAPER_FIG5 = (50, 100)  # [P] Fig. 5: the network's loss equals the baseline's after about 50-100 L-BFGS iterations
+FIG5_SIZES = (128, 512)  # sides besides 256² whose Fig. 5 scores network_rows reports (paper: 256², 512², 1024²)
 PAINTINGS = {"starry_night": "The Starry Night", "great_wave": "The Great Wave",
              "kandinsky_composition_viii": "Composition VIII", "cafe_terrace": "Café Terrace at Night",
              "night_cafe": "The Night Café", "langlois_bridge": "Langlois Bridge"}
@@ -159,6 +162,27 @@ def matching_scores(files: Sequence[str | os.PathLike]) -> dict[str, dict]:
     return out
 
 
+def size_score_files(results_dir: str | os.PathLike, tracked: Collection[Path] | None = None) -> list[Path]:
+    """The Fig. 5 score files at other sizes than 256²: ``results_dir/style_fig5_by_size/<network folder
+    name>_<size>.json`` (``scripts/style_diag_eval.py RUN --size S --out FILE``), by name; only those in
+    ``tracked`` when given."""
+    files = sorted((Path(results_dir) / "style_fig5_by_size").glob("*_*.json"))
+    return [f for f in files if f.stem.rsplit("_", 1)[1].isdigit() and f.is_file()
+            and (tracked is None or f.resolve() in tracked)]
+
+
+def scores_by_size(files: Sequence[str | os.PathLike]) -> dict[str, dict[int, dict]]:
+    """``{network folder: {size: score}}`` merged from score files as :func:`matching_scores` merges them; the
+    size is the score's ``size`` (else the file's ``size``, else the ``_<size>`` ending of the file name)."""
+    out: dict[str, dict[int, dict]] = {}
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        for folder, rec in data.get("runs", {}).items():
+            size = int(rec.get("size", data.get("size", Path(f).stem.rsplit("_", 1)[-1])))
+            out.setdefault(Path(folder).as_posix(), {})[size] = {**rec, "size": size, "source": Path(f).name}
+    return out
+
+
 def scores_from_compare(compare: Mapping) -> dict[str, dict]:
     """The same score from a committed comparison (``compare.json``: per style and photo, the network's loss
     and the optimisation's loss at every evaluation): per photo the first evaluation whose best loss so far is
@@ -207,11 +231,14 @@ def fig5_summary(compare: Mapping) -> dict[str, dict]:
 
 
 def network_rows(networks: Mapping[tuple[str, str], StyleNetwork], scores: Mapping[str, Mapping],
-                 fig5: Mapping[str, Mapping] | None = None) -> list[dict]:
+                 fig5: Mapping[str, Mapping] | None = None, sized: Mapping[str, Mapping[int, Mapping]] | None = None,
+                 sizes: Sequence[int] = FIG5_SIZES) -> list[dict]:
     """One row per network: training state, its Fig. 5 score (``score``: mean evaluations, ``score_step``: the
-    step it was measured at, ``score_current``: that step is the network's), the style-term jumps and content
-    change of its history (:func:`perceptlib.runs.summarise`) and, where a comparison scored this network at this
-    step, the mean-curve reading (``curve_iterations``, ``ratio``)."""
+    step it was measured at, ``score_current``: that step is the network's), the same at each of ``sizes`` from
+    ``sized`` (:func:`scores_by_size`: ``score_512``, ``score_512_min``, ``score_512_step``, ``score_512_current``;
+    None / False where that size was not scored), the style-term jumps and content change of its history
+    (:func:`perceptlib.runs.summarise`) and, where a comparison scored this network at this step, the mean-curve
+    reading (``curve_iterations``, ``ratio``)."""
     from .runs import load_run, summarise
 
     rows = []
@@ -229,8 +256,29 @@ def network_rows(networks: Mapping[tuple[str, str], StyleNetwork], scores: Mappi
                      "score_max": sc["max_steps"] if sc else None, "score_size": sc["size"] if sc else None,
                      "score_photos": len(sc["photos"]) if sc else None,
                      "score_current": bool(sc) and sc["step"] == n.step,
+                     **_sized_columns((sized or {}).get(n.name, {}), sizes, n.step),
                      "curve_iterations": f["iterations"] if f else None, "ratio": f["ratio"] if f else None})
     return rows
+
+
+def _sized_columns(by_size: Mapping[int, Mapping], sizes: Sequence[int], step: int) -> dict:
+    out = {}
+    for size in sizes:
+        sc = by_size.get(size)
+        out.update({f"score_{size}": sc["iterations_matching_network"] if sc else None,
+                    f"score_{size}_min": sc["min"] if sc else None, f"score_{size}_step": sc["step"] if sc else None,
+                    f"score_{size}_current": bool(sc) and sc["step"] == step})
+    return out
+
+
+def score_at(row: Mapping, size: int, fmt: str = ".1f") -> str | None:
+    """A :func:`network_rows` row's Fig. 5 score at ``size``² for a table: the mean evaluations, with the step it
+    was measured at when that is not the network's current step (``"29.4 (step 900)"``); None when not scored."""
+    key = "score" if size == 256 else f"score_{size}"
+    if row.get(key) is None:
+        return None
+    text = format(row[key], fmt)
+    return text if row[f"{key}_current"] else f"{text} (step {row[f'{key}_step']})"
 
 
 def preferred_networks(rows: Sequence[Mapping]) -> dict[str, tuple[str, str]]:
@@ -442,13 +490,18 @@ def differences_markdown(networks: Mapping[tuple[str, str], StyleNetwork], n_tra
 def _network_line(r: Mapping) -> str:
     line = (f"- **{r['painting']}, {r['label']}** ({r['step']} of {r['steps']} steps of {r['image_size']}², "
             f"{r['minutes']:.0f} min): ")
+    others = [s for s in FIG5_SIZES if r.get(f"score_{s}") is not None]
     if r["score"] is None:
-        line += "no Fig. 5 score committed."
+        line += "no Fig. 5 score at 256² committed." if others else "no Fig. 5 score committed."
     else:
         at = "" if r["score_current"] else f" (scored at step {r['score_step']})"
         line += (f"the optimisation needs {r['score']:.1f} L-BFGS evaluations on average (fewest {r['score_min']}, "
                  f"{r['score_photos']} photos at {r['score_size']}²) to reach its loss{at}; the paper's networks: "
                  f"{PAPER_FIG5[0]}–{PAPER_FIG5[1]}.")
+    if others:
+        line += " The same score at " + "; at ".join(
+            f"{s}²: {r[f'score_{s}']:.1f} (fewest {r[f'score_{s}_min']})"
+            + ("" if r[f"score_{s}_current"] else f", scored at step {r[f'score_{s}_step']}") for s in others) + "."
     if r["ratio"] is not None:
         line += (f" The mean optimisation curve crosses its mean loss after {r['curve_iterations']} evaluations and "
                  f"ends {r['ratio']:.1f}× lower.")

@@ -6,6 +6,9 @@ Run:  python scripts/style_diag_eval.py [RUN_DIR ...] [--size 256] [--max-steps 
 Default runs: every folder with a model.pt under results/style_diagnostics, plus the committed CPU Starry Night
 network results/style_starry_night_cpu_instance_lr5e-4. Writes ``--out`` (default
 results/style_diagnostics/eval.json): per run, the step, the per-photo network losses and iteration counts.
+Scores at other sizes than 256² go to results/style_fig5_by_size/<run folder name>_<size>.json (e.g.
+``python scripts/style_diag_eval.py results/style_starry_night --size 512 --max-steps 200
+--out results/style_fig5_by_size/style_starry_night_512.json``), where notebook 03 reads them.
 """
 from __future__ import annotations
 

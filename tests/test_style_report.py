@@ -181,6 +181,76 @@ def test_network_rows_and_preferred_networks(results):
     assert R.preferred_networks(rows)["starry_night"] == lr["key"]
 
 
+def _sized_score(folder: str, step: int, size: int, worth: float, fewest: int) -> dict:
+    return {"size": size, "runs": {folder: {"step": step, "size": size, "iterations_matching_network": worth,
+                                            "min": fewest, "max_steps": 200, "photos": [{}] * 5}}}
+
+
+@pytest.fixture
+def sized_scores(results) -> Path:
+    """Score files at 128² and 512² as scripts/style_diag_eval.py --size S --out FILE writes them: the impl
+    Starry Night network (step 150) scored at 512² at step 150 and at 128² at step 100 (stale), the H100 Great
+    Wave at 512²; plus files the naming convention leaves out."""
+    d = results / "style_fig5_by_size"
+    d.mkdir()
+    for name, args in {"style_starry_night_512": ("results/style_starry_night", 150, 512, 29.4, 25),
+                       "style_starry_night_128": ("results/style_starry_night", 100, 128, 33.8, 28),
+                       "style_great_wave_512": ("results/h100/style_great_wave", 200, 512, 41.0, 36)}.items():
+        (d / f"{name}.json").write_text(json.dumps(_sized_score(*args)))
+    (d / "notes.json").write_text("{}")             # no _<size> ending
+    (d / "style_starry_night_big.json").write_text("{}")
+    return d
+
+
+def test_size_score_files_follow_the_naming_convention_and_the_tracked_filter(results, sized_scores, monkeypatch):
+    assert [f.name for f in R.size_score_files(results)] == [
+        "style_great_wave_512.json", "style_starry_night_128.json", "style_starry_night_512.json"]
+    tracked = {(sized_scores / "style_starry_night_512.json").resolve()}
+    opened = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: opened.append(self.name) or real(self, *a, **k))
+    files = R.size_score_files(results, tracked)
+    assert files == [sized_scores / "style_starry_night_512.json"] and opened == []  # listing opens nothing
+    assert R.scores_by_size(files) == {"results/style_starry_night": {512: {
+        **_sized_score("results/style_starry_night", 150, 512, 29.4, 25)["runs"]["results/style_starry_night"],
+        "source": "style_starry_night_512.json"}}}
+    assert R.size_score_files(results / "nowhere") == []
+
+
+def test_scores_by_size_key_by_folder_and_size_later_file_first(tmp_path):
+    a, b, c = tmp_path / "style_x_512.json", tmp_path / "style_x_512_again.json", tmp_path / "style_x_1024.json"
+    a.write_text(json.dumps(_sized_score("results/style_x", 100, 512, 20.0, 18)))
+    b.write_text(json.dumps(_sized_score("results/style_x", 300, 512, 30.0, 27)))
+    c.write_text(json.dumps({"runs": {"results/style_x": {"step": 300, "iterations_matching_network": 50.0}}}))
+    sc = R.scores_by_size([a, b, c])
+    assert sorted(sc["results/style_x"]) == [512, 1024]  # no size in the record or the file: the file name's
+    assert sc["results/style_x"][512]["step"] == 300 and sc["results/style_x"][512]["source"] == b.name
+    assert sc["results/style_x"][1024]["iterations_matching_network"] == 50.0
+
+
+def test_network_rows_add_the_scores_at_other_sizes(results, sized_scores):
+    nets = R.style_networks(results)
+    sized = R.scores_by_size(R.size_score_files(results))
+    gw, impl, lr = R.network_rows(nets, _scores(), None, sized)
+    assert (impl["score"], impl["score_current"]) == (55.0, False)  # the 256² score as before
+    assert (impl["score_512"], impl["score_512_min"], impl["score_512_step"], impl["score_512_current"]) == (
+        29.4, 25, 150, True)
+    assert (impl["score_128"], impl["score_128_step"], impl["score_128_current"]) == (33.8, 100, False)  # at 150
+    assert gw["score_512"] == 41.0 and gw["score_512_current"] and gw["score_128"] is None
+    assert all(lr[k] is None for k in ("score_128", "score_512", "score_512_min", "score_512_step"))
+    assert not lr["score_512_current"] and not gw["score_128_current"]
+    assert [R.score_at(r, 512) for r in (gw, impl, lr)] == ["41.0", "29.4", None]
+    assert R.score_at(impl, 128) == "33.8 (step 100)" and R.score_at(impl, 256) == "55.0 (step 100)"
+    only = R.network_rows(nets, _scores(), None, R.scores_by_size(
+        R.size_score_files(results, {(sized_scores / "style_starry_night_512.json").resolve()})))
+    assert [r["score_512"] for r in only] == [None, 29.4, None]  # the untracked Great Wave file is left out
+    assert [r["score_512"] for r in R.network_rows(nets, _scores())] == [None] * 3  # no sized scores given
+    md = R.style_findings(R.network_rows(nets, {}, None, sized))
+    assert "The same score at 128²: 33.8 (fewest 28), scored at step 100; at 512²: 29.4 (fewest 25)." in md
+    assert "no Fig. 5 score at 256² committed. The same score at 512²: 41.0 (fewest 36)." in md
+    assert md.count("no Fig. 5 score committed.") == 1  # the lr run: nothing at any size
+
+
 def test_comparison_record_feeds_the_fig5_readings(results):
     net = R.style_networks(results)[("starry_night", "CPU, impl recipe")]
     res = {"network": {"terms": {"total": 4.5, "feat": 1.0}, "seconds": 0.01, "image": torch.zeros(3, 4, 4)},
