@@ -3,6 +3,8 @@
 Run:  python benchmarks/precision_check.py [--sr-steps 500] [--style-steps 300] [--out results/precision_check.json]
       python benchmarks/precision_check.py --sr-recipe impl --style-recipe impl --out results/precision_check_impl.json
       python benchmarks/precision_check.py --sr-only --sr-recipe impl --out results/precision_check_sr_impl.json
+      python benchmarks/precision_check.py --style-only --style-recipe impl --seeds 2 3 \
+          --with results/precision_check_impl.json --out results/precision_check_style_impl_seeds.json
 
 Four checks (CPU; bf16 needs a CPU with native bf16, else the script says so and stops):
 
@@ -43,7 +45,7 @@ SEEDS = (0, 1)
 
 
 def _key(prec: str, seed: int) -> str:
-    return prec if seed == SEEDS[0] else f"{prec}_seed{seed}"
+    return prec if seed == 0 else f"{prec}_seed{seed}"
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -87,7 +89,8 @@ def sr_check(steps: int, tmp: Path, recipe_name: str = "paper") -> dict:
     return out
 
 
-def style_check(steps: int, tmp: Path, recipe_name: str = "paper") -> tuple[dict, torch.nn.Module]:
+def style_check(steps: int, tmp: Path, recipe_name: str = "paper", seeds: tuple[int, ...] = SEEDS
+                ) -> tuple[dict, torch.nn.Module]:
     from perceptlib.config import PAPER_STYLE, for_mode, recipe
     from perceptlib.data import image_paths
     from perceptlib.images import load_image
@@ -101,7 +104,7 @@ def style_check(steps: int, tmp: Path, recipe_name: str = "paper") -> tuple[dict
     held = [load_image(p) for p in image_paths("content")] + [load_image(p) for p in image_paths("set14")]
     photos = torch.stack([square_crop(p, 128) for p in held])
     loss = StyleLoss(build_style_loss(base, style))
-    for seed in SEEDS:
+    for seed in seeds:
         for prec in ("off", "bf16"):
             cfg = dataclasses.replace(base, precision=prec, seed=seed)
             t = time.perf_counter()
@@ -110,7 +113,7 @@ def style_check(steps: int, tmp: Path, recipe_name: str = "paper") -> tuple[dict
             out[_key(prec, seed)] = {"seconds": time.perf_counter() - t, "train_last50": _last50(hist),
                                      "heldout": heldout_loss(nets[_key(prec, seed)], loss, photos),
                                      "curve": hist["total"][::10]}
-    return out, nets[_key("off", SEEDS[0])]
+    return out, nets[_key("off", seeds[0])]
 
 
 def stylize_check(net) -> dict:
@@ -156,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sr-recipe", choices=("paper", "impl"), default="paper")
     ap.add_argument("--style-recipe", choices=("paper", "impl"), default="paper")
     ap.add_argument("--sr-only", action="store_true", help="run the SR check alone")
+    ap.add_argument("--style-only", action="store_true",
+                    help="run the style check alone with --seeds, plus the seeds of --with, and compare the means")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds of --style-only")
+    ap.add_argument("--with", dest="with_", default=None, metavar="JSON",
+                    help="--style-only: also use the style runs of this earlier output (same recipe and steps)")
     ap.add_argument("--out", default="results/precision_check.json")
     args = ap.parse_args(argv)
     if not bf16_supported("cpu"):
@@ -166,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine}")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if args.style_only:
+            style, _ = style_check(args.style_steps, tmp, args.style_recipe, tuple(args.seeds))
+            return _report_style_seeds(machine, args, style)
         sr = sr_check(args.sr_steps, tmp, args.sr_recipe)
         if args.sr_only:
             return _report_sr_only(machine, args, sr)
@@ -250,6 +261,45 @@ def _report_sr_only(machine: dict, args, sr: dict) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.out}; the SR check {'passes' if ok_all else 'does NOT pass'}")
+    return 0
+
+
+def _report_style_seeds(machine: dict, args, style: dict) -> int:
+    """The style check over several seeds: per seed bf16 vs fp32, and the mean over seeds of each precision
+    (a change of arithmetic moves a chaotic training as far as a change of seed does, so the goal is read on
+    the means, against the standard error of their difference)."""
+    runs = dict(style)
+    if args.with_:
+        old = json.loads(Path(args.with_).read_text())["style"]
+        if (old.get("recipe", "paper"), old["steps"]) != (args.style_recipe, args.style_steps):
+            raise SystemExit(f"{args.with_}: recipe/steps {old.get('recipe')}/{old['steps']} differ from "
+                             f"{args.style_recipe}/{args.style_steps}")
+        runs = {**{k: v for k, v in old.items() if isinstance(v, dict)}, **runs}
+    seeds = sorted({0 if k in ("off", "bf16") else int(k.split("seed")[1]) for k in runs})
+    seeds = [s for s in seeds if _key("off", s) in runs and _key("bf16", s) in runs]
+    print(f"\nstyle, recipe {args.style_recipe}, {args.style_steps} steps, seeds {seeds}")
+    res: dict = {"machine": machine, "style": {"steps": args.style_steps, "recipe": args.style_recipe, **runs},
+                 "seeds": seeds}
+    ok_all = True
+    for key, name in (("heldout", "held-out loss"), ("train_last50", "last-50-step loss")):
+        f = torch.tensor([runs[_key("off", s)][key] for s in seeds], dtype=torch.float64)
+        b = torch.tensor([runs[_key("bf16", s)][key] for s in seeds], dtype=torch.float64)
+        rel_mean = float((b.mean() - f.mean()).abs() / f.mean())
+        se = float(((f.var() + b.var()) / len(seeds)).sqrt() / f.mean())  # s.e. of the difference of means
+        paired = [float((bb - ff).abs() / ff) for ff, bb in zip(f, b)]
+        ok = rel_mean <= 0.03
+        ok_all &= ok
+        print(f"{name:<18} per seed bf16 vs fp32: " + ", ".join(f"{100 * p:.1f}%" for p in paired)
+              + f"; means fp32 {float(f.mean()):.4g}, bf16 {float(b.mean()):.4g}: {100 * rel_mean:.2f}% "
+              f"(s.e. {100 * se:.1f}%; fp32 seed-to-seed sd {100 * float(f.std() / f.mean()):.1f}%), goal 3%: "
+              + ("yes" if ok else "NO"))
+        res[key] = {"per_seed_rel_diff": paired, "fp32_mean": float(f.mean()), "bf16_mean": float(b.mean()),
+                    "rel_diff_of_means": rel_mean, "se_of_difference": se,
+                    "fp32_seed_sd": float(f.std() / f.mean()), "ok": ok}
+    res["all_ok"] = bool(ok_all)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.out}; the style check over {len(seeds)} seeds {'passes' if ok_all else 'does NOT pass'}")
     return 0
 
 
