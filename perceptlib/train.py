@@ -16,8 +16,8 @@ process takes its share of every global batch of ``cfg.batch_size``, gradients a
 rank 0 writes files.
 
 ``cfg`` is any dataclass with ``steps``, ``batch_size``, ``lr``, ``seed``, ``checkpoint_every``,
-``log_every``, ``device``, ``precision`` and ``channels_last`` fields (:class:`perceptlib.config.SRConfig`,
-:class:`perceptlib.config.StyleConfig`).
+``log_every``, ``device``, ``precision`` and ``channels_last`` fields, and optionally ``compile``
+(:class:`perceptlib.config.SRConfig`, :class:`perceptlib.config.StyleConfig`).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ _VERSION = 1
 # config fields that may change between a run and its resumption (a later session may run on another
 # machine: the hardware settings may differ; each session's device and precision are in history.sessions)
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mode", "eval_limit", "precision", "amp", "recipe",
-                      "channels_last"}
+                      "channels_last", "compile"}
 
 LossFn = Callable[[nn.Module, Any], "tuple[Tensor, Mapping[str, Tensor | float]]"]
 
@@ -348,6 +348,48 @@ def _precision_of(cfg: Any) -> str:
     return "auto" if getattr(cfg, "amp", False) else "off"
 
 
+def _compiled(loss_fn: LossFn) -> LossFn:
+    """``loss_fn`` under ``torch.compile`` (inductor, static shapes): the call ``loss_fn(model, batch)`` is
+    traced as a whole, so the network's forward pass and the loss become one graph and AOTAutograd compiles
+    their backward with them. Neither the network nor the loss is wrapped: their ``state_dict`` keys stay as
+    they are. Compiles at the first call; Python-only steps (checks on values) become graph breaks.
+
+    The tensor terms leave the graph stacked in one new tensor: inductor may return a detached term and the
+    total as one tensor object (``0 + x`` folds to ``x``, ``detach`` is a no-op there), and AOTAutograd marking
+    the term non-differentiable then drops the total's gradient (pytorch/pytorch PR 195688)."""
+
+    def packed(model: nn.Module, batch: Any) -> tuple:
+        total, terms = loss_fn(model, batch)
+        names = [k for k, v in terms.items() if isinstance(v, Tensor)]
+        stacked = torch.stack([terms[k].detach().float().reshape(()) for k in names]) if names else None
+        return total, list(terms), names, stacked, {k: v for k, v in terms.items() if k not in names}
+
+    compiled = torch.compile(packed, dynamic=False)
+    eager = [False]
+
+    def forward(model: nn.Module, batch: Any) -> "tuple[Tensor, Mapping[str, Tensor | float]]":
+        if eager[0]:
+            return loss_fn(model, batch)
+        buffers = [b.detach().clone() for b in model.buffers()]  # batch-norm statistics: a redo must not count twice
+        rng = torch.get_rng_state()
+        total, order, names, stacked, rest = compiled(model, batch)
+        if not total.requires_grad and torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()):
+            # the same bug where Dynamo compiled the loss apart from `packed` (after an exception raised inside
+            # the loss while it was being traced, Dynamo falls back and compiles the inner calls on their own)
+            warnings.warn("torch.compile returned a loss without gradient (an inductor aliasing bug); this run "
+                          "continues without compile", stacklevel=2)
+            eager[0] = True
+            with torch.no_grad():
+                for b, old in zip(model.buffers(), buffers):
+                    b.copy_(old)
+            torch.set_rng_state(rng)
+            return loss_fn(model, batch)
+        values = {**rest, **dict(zip(names, stacked.unbind() if stacked is not None else ()))}
+        return total, {k: values[k] for k in order}
+
+    return forward
+
+
 def _finite(values: Mapping[str, float]) -> bool:
     return all(math.isfinite(v) for v in values.values())
 
@@ -425,8 +467,9 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
         cfg: the config dataclass (module docstring); saved with every checkpoint.
         out_dir: folder for ``checkpoint.pt``, ``model.pt``, ``config.json``, ``history.json``.
         resume: continue from ``out_dir/checkpoint.pt`` when present (the config may differ only in
-            ``steps``, ``checkpoint_every``, ``device``, ``mode`` and ``eval_limit``, else ValueError); ``False``
-            starts afresh and overwrites.
+            ``steps``, ``checkpoint_every``, ``device``, ``mode``, ``eval_limit``, ``recipe`` and the hardware
+            settings ``precision``, ``channels_last`` and ``compile``, else ValueError); ``False`` starts afresh
+            and overwrites.
         progress: show a tqdm bar with the loss terms.
         workers: DataLoader worker processes preparing batches (0: in this process); the batches
             are the same either way.
@@ -440,6 +483,17 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
     autocast for the forward pass and the loss; the parameters and Adam stay fp32. The precision used is
     printed (with ``progress``) and kept per session in ``history.sessions`` and ``config.json``'s
     ``_run``. channels_last applies only on CUDA (``cfg.channels_last``).
+
+    ``cfg.compile`` (default off): ``loss_fn(model, batch)`` runs under ``torch.compile`` (inductor), the
+    network's forward pass and the loss traced together and their backward compiled with them; gradients,
+    NaN checks and Adam stay as they are. The first step pays the compilation (tens of seconds on a CPU). The
+    module is not wrapped, so checkpoints hold its own ``state_dict`` (no ``_orig_mod.`` prefix) and load
+    without compilation. The results equal eager ones up to rounding: a run resumes bit for bit when its
+    sessions use the same setting (with ``compile`` on: the same torch build and machine, so the same kernels),
+    and ``compile`` may be switched on or off when resuming. Kept per session in ``history.sessions``. Should
+    a compiled loss come back without a gradient (an inductor aliasing bug), a warning says so and the run
+    continues eagerly. With several processes ``compile`` is ignored (a warning says so): DDP's forward
+    breaks the compiled graph apart and the loss's gradient is lost.
 
     The run holds ``out_dir/.lock`` (:class:`perceptlib.runlock.RunLock`) until it returns or raises: a
     second run on the folder gets :class:`~perceptlib.runlock.RunLockedError` at once. A failed file write
@@ -489,6 +543,7 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
 
     cuda = device.type == "cuda"
     precision = resolve_precision(_precision_of(cfg), device)
+    use_compile = bool(getattr(cfg, "compile", False))
     channels_last = cuda and bool(getattr(cfg, "channels_last", False))
     steps, batch_size = int(cfg.steps), int(cfg.batch_size)
     ckpt_every = max(1, int(getattr(cfg, "checkpoint_every", 1000)))
@@ -563,14 +618,20 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
 
     net = pdist.wrap(model, device)  # DistributedDataParallel with several processes
     net.train()
+    if use_compile and world > 1:  # inside a compiled function, DDP's forward breaks the graph (torch 2.14)
+        warnings.warn("cfg.compile is ignored with several processes: DDP's forward splits the compiled graph, "
+                      "which loses the loss's gradient; training eagerly", stacklevel=3)
+        use_compile = False
+    forward = _compiled(loss_fn) if use_compile else loss_fn
     start_step, t0 = step, time.perf_counter()
     elapsed0 = history.elapsed_s
     run = {**describe_machine(device), "precision": precision, "start_step": step, "end_step": step, "seconds": 0.0,
-           "world_size": world}
+           "world_size": world, "compile": use_compile}
     history.sessions.append(run)
     if progress:
         print(f"training on {run['device']} ({run['name']}, {run['threads']} threads), precision {precision} "
               f"(cfg.precision={_precision_of(cfg)!r}, bf16 supported: {run['bf16_supported']})"
+              + (", torch.compile (the first step compiles)" if use_compile else "")
               + (f", {world} processes, {batch_size // world} of each batch of {batch_size} per process"
                  if world > 1 else ""))
     bar = tqdm(total=steps, initial=step, disable=not progress, desc=f"train {type(model).__name__}",
@@ -597,7 +658,7 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
             batch = _to_device(next(batches), device, channels_last)
             optimizer.zero_grad(set_to_none=True)
             with amp_ctx():
-                total, terms = loss_fn(net, batch)
+                total, terms = forward(net, batch)
             values = {k: float(v.detach().float()) if isinstance(v, Tensor) else float(v) for k, v in terms.items()}
             values.setdefault("total", float(total.detach().float()))
             values = pdist.mean_values(values, device)  # over ranks: the global batch's mean; a NaN stops all

@@ -136,3 +136,22 @@ def test_resume_of_a_run_saved_before_new_fields(tmp_path):
     hist = train(SRNet(scale=2, channels=4, blocks=1), build_sr_loss(cfg), data, dataclasses.replace(cfg, steps=3),
                  tmp_path, progress=False)
     assert hist.step[-1] == 3 and hist.steps_run == 1
+
+
+def test_compile_field_flag_and_differences():
+    """compile: off by default in both configs, listed as a hardware setting when on, a --compile/--no-compile flag."""
+    from perceptlib.cli import _config_from_args, build_parser
+
+    for base in (PAPER_SR, PAPER_STYLE):
+        field = {f.name: f for f in dataclasses.fields(base)}["compile"]
+        assert base.compile is False and "ours" in field.metadata["source"]
+        assert "compile" not in {r[0] for r in differences(for_mode(base, "cpu"))}
+        rows = {r[0]: r for r in differences(dataclasses.replace(for_mode(base, "cpu"), compile=True))}
+        assert rows["compile"] == ("compile", False, True, "hardware setting")
+    parser = build_parser()
+    for cmd, base in ((["train-sr"], PAPER_SR), (["train-style", "--style", "x.png"], PAPER_STYLE)):
+        for flag, want in (([], False), (["--compile"], True), (["--compile", "--no-compile"], False)):
+            cfg = _config_from_args(base, parser.parse_args(cmd + ["--mode", "quick"] + flag))
+            assert cfg.compile is want and type(cfg) is type(base)
+    again = config_from_dict(json.loads(config_json(dataclasses.replace(PAPER_STYLE, compile=True))))
+    assert again.compile is True

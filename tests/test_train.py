@@ -211,6 +211,63 @@ def test_non_finite_gradient_stops(tmp_path):
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
+def test_compile_trains_like_eager_and_saves_plain_checkpoints(tmp_path):
+    """compile=True: the same losses up to rounding, checkpoints with the module's own keys, model.pt loads
+    without compilation, and the run resumes with compile off (and eager runs resume with it on)."""
+    cfg = dataclasses.replace(BASE, steps=6, log_every=1)
+    ref_model = tiny_model()
+    ref = train(ref_model, build_sr_loss(cfg), PairSet(), cfg, tmp_path / "eager", progress=False)
+    on = dataclasses.replace(cfg, compile=True)
+    model = tiny_model()
+    hist = train(model, build_sr_loss(on), PairSet(), on, tmp_path / "compiled", progress=False)
+    assert hist.step == ref.step and hist.sessions[-1]["compile"] and not ref.sessions[-1]["compile"]
+    np.testing.assert_allclose(hist["total"], ref["total"], rtol=1e-4)
+    assert hist["total"][-1] < hist["total"][0]
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("eager", "compiled"))
+    assert list(b["model"]) == list(a["model"]) == list(tiny_model().state_dict())
+    assert b["config"]["compile"] is True and a["config"]["compile"] is False
+    for k, v in b["model"].items():  # (a conv bias before a batch norm has no gradient but rounding noise,
+        if k.endswith(".weight"):     # which Adam turns into steps of size lr: compared through the output)
+            torch.testing.assert_close(v, a["model"][k], rtol=1e-3, atol=1e-4)
+    net = load_model(tmp_path / "compiled" / "model.pt", expect="SRNet")
+    assert_same_state(net, model)
+    x = PairSet().lr[:2]
+    out = upscale(net, x, precision="off")
+    assert torch.equal(out, upscale(model, x, precision="off"))
+    torch.testing.assert_close(out, upscale(load_model(tmp_path / "eager"), x, precision="off"), rtol=0, atol=2e-3)
+    # stopped and resumed with compile on: bit for bit (the same kernels)
+    train(tiny_model(), build_sr_loss(on), PairSet(), dataclasses.replace(on, steps=3), tmp_path / "again",
+          progress=False)
+    again = tiny_model(5)
+    assert train(again, build_sr_loss(on), PairSet(), on, tmp_path / "again", progress=False) == hist
+    assert_same_state(again, model)
+    # switched off (and on) when resuming
+    more = train(tiny_model(), build_sr_loss(cfg), PairSet(), dataclasses.replace(cfg, steps=8),
+                 tmp_path / "compiled", progress=False)
+    assert more.step[-1] == 8 and [s["compile"] for s in more.sessions] == [True, False]
+    more = train(tiny_model(), build_sr_loss(on), PairSet(), dataclasses.replace(on, steps=8),
+                 tmp_path / "eager", progress=False)
+    assert more.step[-1] == 8 and [s["compile"] for s in more.sessions] == [False, True]
+
+
+def test_compile_falls_back_to_eager_when_the_loss_has_no_gradient(tmp_path, monkeypatch):
+    """A compiled loss without a gradient (the inductor aliasing bug the packing works around) is caught: a
+    warning, then the eager loss for the rest of the run, with the eager run's results."""
+    def broken_compile(fn, **kwargs):
+        return lambda model, batch: (lambda out: (out[0].detach(), *out[1:]))(fn(model, batch))
+
+    cfg = dataclasses.replace(BASE, steps=4)
+    ref_model, ref = run(tmp_path / "eager", 4)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = tiny_model()
+    on = dataclasses.replace(cfg, compile=True)
+    with pytest.warns(UserWarning, match="torch.compile returned a loss without gradient"):
+        hist = train(model, build_sr_loss(on), PairSet(), on, tmp_path / "compiled", progress=False)
+    assert hist == ref
+    assert_same_state(model, ref_model)
+
+
 def test_index_sampler_epochs_are_permutations():
     s = IndexSampler(10, 4, seed=3)
     first = [i for b in range(5) for i in s.indices(b)]  # 20 samples = two epochs
