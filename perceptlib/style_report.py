@@ -24,7 +24,8 @@ from torch import Tensor, nn
 __all__ = ["PAPER_FIG5", "FIG5_SIZES", "PAINTINGS", "StyleNetwork", "committed_files", "style_networks", "score_files",
            "matching_scores", "size_score_files", "scores_by_size", "scores_from_compare", "comparison_record",
            "fig5_summary", "network_rows", "preferred_networks", "score_at", "diagnostic_rows", "network_losses",
-           "plot_network_curves", "comparison_panels", "optimisation_reference", "network_panels", "plot_fig5",
+           "plot_network_curves", "comparison_panels", "optimisation_reference", "network_panels", "style_grid",
+           "high_resolution_panels", "plot_fig5",
            "speed_table", "differences_markdown", "style_findings"]
 
 PAPER_FIG5 = (50, 100)  # [P] Fig. 5: the network's loss equals the baseline's after about 50-100 L-BFGS iterations
@@ -416,6 +417,52 @@ def network_panels(nets: Mapping[str, nn.Module], photos: Mapping[str, Tensor], 
             totals[label][n] = style_loss_of(out, photo, losses[label])["total"]
             panels[f"{label}, {n}\nloss {totals[label][n]:.3g}"] = out
     return panels, totals
+
+
+def style_grid(nets: Mapping[str, nn.Module], photos: Mapping[str, Tensor], paintings: Mapping[str, Tensor],
+               size: int = 256) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
+    """The paper's Fig. 6 as rows for :func:`~perceptlib.plots.plot_reconstruction_grid`: a first row of the
+    paintings (``paintings[style]`` ``(3, H, W)`` in [0, 1], centre-cropped to ``size``²), then one row per
+    photo, each photo (centre-cropped to ``size``²) stylised by every network ``nets[style]``. Returns
+    ``(originals, rows)``: ``originals[photo]`` the cropped photo, ``rows[row][painting title]`` the images."""
+    from .speed import square_crop
+    from .style import stylize
+
+    if not nets or not photos:
+        raise ValueError("style_grid needs at least one network and one photo")
+    if size < 16:
+        raise ValueError(f"size must be at least 16 px, got {size}")
+    title = {s: PAINTINGS.get(s, s) for s in nets}
+    rows = {"painting": {title[s]: square_crop(paintings[s], size) for s in nets if s in paintings}}
+    originals = {}
+    for n, photo in photos.items():
+        originals[n] = square_crop(photo, size)
+        rows[n] = {title[s]: stylize(net, originals[n]) for s, net in nets.items()}
+    return originals, rows
+
+
+def high_resolution_panels(nets: Mapping[str, nn.Module], photo: Tensor, sides: Sequence[int] = (512, 1024),
+                           name: str = "photo") -> dict[str, Tensor]:
+    """The paper's Fig. 7: ``photo`` ``(3, H, W)`` in [0, 1] resized so its longer side is each of ``sides``
+    (aspect kept, antialiased), stylised at that size by every network ``nets[style]``; panels titled with the
+    painting and the ``W x H`` size the network ran at."""
+    import torch.nn.functional as F
+
+    from .style import stylize
+
+    if not nets:
+        raise ValueError("high_resolution_panels needs at least one network")
+    h, w = photo.shape[-2:]
+    panels = {}
+    for side in sides:
+        if side < 16:
+            raise ValueError(f"sides must be at least 16 px, got {side}")
+        hh, ww = max(round(h * side / max(h, w)), 16), max(round(w * side / max(h, w)), 16)
+        img = F.interpolate(photo.reshape(1, 3, h, w), size=(hh, ww), mode="bilinear", antialias=True,
+                            align_corners=False)[0].clamp(0, 1)
+        for s, net in nets.items():
+            panels[f"{PAINTINGS.get(s, s)}, {name} at {ww}x{hh}"] = stylize(net, img)
+    return panels
 
 
 def plot_fig5(summary: Mapping[str, Mapping], size: tuple[float, float] = (4.6, 3.2)):

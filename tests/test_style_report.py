@@ -389,3 +389,44 @@ def test_network_losses_share_one_loss_per_setting(results, tmp_path, real_weigh
     losses = R.network_losses(nets, {"starry_night": style})
     a, b, c = (losses[k] for k in nets)
     assert a is b and c is not a and c.style_weight == 2.0 and a.style_weight == 5.0
+
+
+def _tiny_nets() -> dict[str, nn.Module]:
+    from perceptlib.nets import TransformerNet
+
+    torch.manual_seed(0)
+    return {s: TransformerNet(channels=4, norm="instance", head="tanh150").eval() for s in ("starry_night", "great_wave")}
+
+
+def test_style_grid_is_fig6_paintings_then_one_row_per_photo():
+    from perceptlib.plots import plot_reconstruction_grid
+    from perceptlib.speed import square_crop
+    from perceptlib.style import stylize
+
+    nets = _tiny_nets()
+    g = torch.Generator().manual_seed(1)
+    photos = {"a": torch.rand(3, 40, 60, generator=g), "b": torch.rand(3, 50, 30, generator=g)}
+    paintings = {s: torch.rand(3, 70, 90, generator=g) for s in nets}
+    originals, rows = R.style_grid(nets, photos, paintings, size=32)
+    assert list(rows) == ["painting", "a", "b"] and list(originals) == ["a", "b"]
+    assert list(rows["painting"]) == ["The Starry Night", "The Great Wave"]
+    assert all(img.shape == (3, 32, 32) for row in rows.values() for img in row.values())
+    crop = square_crop(photos["b"], 32)
+    assert torch.equal(originals["b"], crop)
+    assert torch.allclose(rows["b"]["The Great Wave"], stylize(nets["great_wave"], crop))
+    assert not torch.allclose(rows["b"]["The Great Wave"], rows["b"]["The Starry Night"])
+    fig = plot_reconstruction_grid(originals, rows, first_label="photo")
+    assert not figure_problems(fig)
+    with pytest.raises(ValueError, match="at least one network"):
+        R.style_grid({}, photos, paintings)
+
+
+def test_high_resolution_panels_keep_the_aspect_at_each_longer_side():
+    nets = _tiny_nets()
+    photo = torch.rand(3, 30, 45, generator=torch.Generator().manual_seed(2))
+    panels = R.high_resolution_panels(nets, photo, sides=(48, 90), name="p")
+    assert [tuple(v.shape) for v in panels.values()] == [(3, 32, 48)] * 2 + [(3, 60, 90)] * 2
+    assert "The Great Wave, p at 90x60" in panels
+    assert all(0 <= float(v.min()) and float(v.max()) <= 1 for v in panels.values())
+    with pytest.raises(ValueError, match="at least 16"):
+        R.high_resolution_panels(nets, photo, sides=(8,))
