@@ -267,7 +267,7 @@ def compare_with_optimisation(model: nn.Module, content: Tensor, style: Tensor |
 
 def iterations_matching(model: nn.Module, photos: Sequence[Tensor], style: Tensor | str | os.PathLike,
                         cfg: StyleConfig, size: int = 256, max_steps: int = 500, precision: str = "off",
-                        device: str | torch.device | None = None, seed: int = 0) -> dict:
+                        device: str | torch.device | None = None, seed: int = 0, goal: int | None = None) -> dict:
     """The paper's Fig. 5 measure: how many L-BFGS evaluations of the optimisation baseline (white-noise
     start, the same loss as the network's training: ``cfg``'s layers and weights) it takes to reach the
     network's loss, per photo.
@@ -275,12 +275,18 @@ def iterations_matching(model: nn.Module, photos: Sequence[Tensor], style: Tenso
     Each photo ``(3, H, W)`` in [0, 1] is centre-cropped and resized to ``size``²; the network's output is
     scored with the loss in fp32; the optimisation stops as soon as its best loss so far is at or below
     the network's (so a network worth ``k`` evaluations costs ``k`` of them), or after ``max_steps``.
-    ``precision``: the loss network's during the optimisation (``off``: fp32, the default).
+    ``precision``: the loss network's during the optimisation (``off``: fp32, the default). ``goal``: an
+    evaluation count (e.g. 50, the paper's lower bound); the optimisation then runs to at least ``goal``
+    evaluations and each photo also gets ``loss_at_goal`` (its best loss after ``goal`` evaluations: the loss a
+    network worth ``goal`` evaluations reaches) and ``goal_ratio`` (that loss / the network's).
 
     Returns ``{"size", "max_steps", "photos": [{"network_loss", "iterations" (None: not reached),
     "optimisation_loss" (best reached)}], "iterations_matching_network": mean over photos (a photo not
-    reached counts as max_steps), "min", "all_reached"}``.
+    reached counts as max_steps), "min", "all_reached"}``; with ``goal`` also ``"goal"`` and ``"goal_ratio"``
+    (the mean over photos).
     """
+    if goal is not None and not 1 <= goal <= max_steps:
+        raise ValueError(f"goal must be between 1 and max_steps={max_steps}, got {goal}")
     from .speed import square_crop
     from .train import _resolve_device
 
@@ -291,19 +297,29 @@ def iterations_matching(model: nn.Module, photos: Sequence[Tensor], style: Tenso
     for photo in photos:
         x = square_crop(photo, size)
         net_loss = style_loss_of(stylize(model, x), x, loss)["total"]
-        state = {"best": float("inf"), "hit": None}
+        state = {"best": float("inf"), "hit": None, "at_goal": None, "best_at_hit": None}
 
         def stop(step: int, terms: dict, image: Tensor) -> bool:
             state["best"] = min(state["best"], terms["total"])
-            if state["best"] <= net_loss:
-                state["hit"] = step + 1
-                return True
-            return False
+            if state["hit"] is None and state["best"] <= net_loss:
+                state["hit"], state["best_at_hit"] = step + 1, state["best"]
+            if goal is not None and step + 1 == goal:
+                state["at_goal"] = state["best"]
+            return state["hit"] is not None and (goal is None or step + 1 >= goal)
 
         optimise_style(x, style, cfg, steps=max_steps, init="noise", seed=seed, device=dev, progress=False, loss=loss,
                        callback=stop, precision=precision)
-        rows.append({"network_loss": net_loss, "iterations": state["hit"], "optimisation_loss": state["best"]})
+        row = {"network_loss": net_loss, "iterations": state["hit"],
+               "optimisation_loss": state["best_at_hit"] if state["hit"] is not None else state["best"]}
+        if goal is not None:
+            row["loss_at_goal"] = state["at_goal"]
+            row["goal_ratio"] = state["at_goal"] / net_loss if state["at_goal"] is not None else None
+        rows.append(row)
     its = [r["iterations"] if r["iterations"] is not None else max_steps for r in rows]
-    return {"size": int(size), "max_steps": int(max_steps), "photos": rows,
-            "iterations_matching_network": float(np.mean(its)), "min": int(min(its)),
-            "all_reached": all(r["iterations"] is not None for r in rows)}
+    res = {"size": int(size), "max_steps": int(max_steps), "photos": rows,
+           "iterations_matching_network": float(np.mean(its)), "min": int(min(its)),
+           "all_reached": all(r["iterations"] is not None for r in rows)}
+    if goal is not None:
+        ratios = [r["goal_ratio"] for r in rows if r["goal_ratio"] is not None]
+        res.update(goal=int(goal), goal_ratio=float(np.mean(ratios)) if len(ratios) == len(rows) else None)
+    return res

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 __all__ = ["PAPER_FIG5", "FIG5_SIZES", "PAINTINGS", "StyleNetwork", "committed_files", "style_networks", "score_files",
            "matching_scores", "size_score_files", "scores_by_size", "scores_from_compare", "comparison_record",
            "fig5_summary", "network_rows", "preferred_networks", "score_at", "diagnostic_rows", "network_losses",
-           "plot_network_curves", "comparison_panels", "optimisation_reference", "network_panels", "style_grid",
+           "plot_network_curves", "comparison_panels", "optimisation_reference", "network_panels", "style_grid", "loss_trend", "projected_steps",
            "high_resolution_panels", "plot_fig5",
            "speed_table", "differences_markdown", "style_findings"]
 
@@ -239,7 +239,8 @@ def network_rows(networks: Mapping[tuple[str, str], StyleNetwork], scores: Mappi
     ``sized`` (:func:`scores_by_size`: ``score_512``, ``score_512_min``, ``score_512_step``, ``score_512_current``;
     None / False where that size was not scored), the style-term jumps and content change of its history
     (:func:`perceptlib.runs.summarise`) and, where a comparison scored this network at this step, the mean-curve
-    reading (``curve_iterations``, ``ratio``)."""
+    reading (``curve_iterations``, ``ratio``); from a score run with a goal, :func:`_goal_columns` (``goal``,
+    ``goal_ratio``, ``loss_exponent``, ``steps_for_goal``; None otherwise)."""
     from .runs import load_run, summarise
 
     rows = []
@@ -258,9 +259,52 @@ def network_rows(networks: Mapping[tuple[str, str], StyleNetwork], scores: Mappi
                      "score_photos": len(sc["photos"]) if sc else None,
                      "score_current": bool(sc) and sc["step"] == n.step,
                      **_sized_columns((sized or {}).get(n.name, {}), sizes, n.step),
-                     "curve_iterations": f["iterations"] if f else None, "ratio": f["ratio"] if f else None})
+                     "curve_iterations": f["iterations"] if f else None, "ratio": f["ratio"] if f else None,
+                     **_goal_columns(sc, n)})
     return rows
 
+
+def loss_trend(history: Mapping, term: str = "total", since: float = 0.5) -> float | None:
+    """The exponent ``a`` of a power law ``loss ~ step^-a`` fitted (least squares in log-log) to a training
+    history's ``terms[term]`` over its last ``1 - since`` of steps (``history``: a ``history.json``, steps and
+    logged terms); None when fewer than 10 logged points lie there or a loss is not positive."""
+    steps = np.asarray(history["step"], dtype=float)
+    loss = np.asarray(history["terms"].get(term, []), dtype=float)
+    if not 0 <= since < 1:
+        raise ValueError(f"since must be in [0, 1), got {since}")
+    if loss.size != steps.size or steps.size == 0:
+        return None
+    keep = steps > since * steps.max()
+    if keep.sum() < 10 or (loss[keep] <= 0).any():
+        return None
+    slope = np.polyfit(np.log(steps[keep]), np.log(loss[keep]), 1)[0]
+    return float(-slope)
+
+
+def projected_steps(step: int, ratio: float | None, exponent: float | None) -> float | None:
+    """Steps at which a network trained ``step`` steps would reach ``ratio`` times its loss, were its loss to keep
+    falling as ``step^-exponent`` (:func:`loss_trend`): ``step * ratio^(-1/exponent)``; ``step`` itself when the
+    ratio is at least 1 (already there), None without a ratio or a falling trend."""
+    if ratio is None or exponent is None or step <= 0:
+        return None
+    if ratio >= 1:
+        return float(step)
+    if exponent <= 0:
+        return None
+    return float(step * ratio ** (-1.0 / exponent))
+
+
+def _goal_columns(sc: Mapping | None, n: StyleNetwork) -> dict:
+    """``goal``, ``goal_ratio`` (the loss a network worth ``goal`` evaluations reaches / this one's, from a score
+    run with a goal), ``loss_exponent`` (:func:`loss_trend` of its history) and ``steps_for_goal``
+    (:func:`projected_steps`, when the score is of the network's current step)."""
+    from .runs import load_run
+
+    ratio = sc.get("goal_ratio") if sc else None
+    a = loss_trend(load_run(n.folder).history) if ratio is not None else None
+    current = bool(sc) and sc["step"] == n.step
+    return {"goal": sc.get("goal") if sc else None, "goal_ratio": ratio, "loss_exponent": a,
+            "steps_for_goal": projected_steps(n.step, ratio, a) if current else None}
 
 def _sized_columns(by_size: Mapping[int, Mapping], sizes: Sequence[int], step: int) -> dict:
     out = {}

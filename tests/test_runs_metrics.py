@@ -88,3 +88,29 @@ def test_iterations_matching_stops_at_the_network_loss(real_weights):
         loss = build_style_loss(cfg, style)
         rec = optimise_style(square_crop(photo, 32), style, cfg, steps=k - 1, loss=loss, progress=False)
         assert min(rec.losses) > row["network_loss"]
+
+
+def test_iterations_matching_goal_reads_the_loss_a_network_worth_goal_evaluations_reaches(real_weights):
+    from perceptlib.style import build_style_loss, iterations_matching, optimise_style
+    from perceptlib.speed import square_crop
+
+    cfg = dataclasses.replace(for_mode(PAPER_STYLE, "quick"), vgg_weights="torchvision", device="cpu",
+                              style_layers=(("relu1_2", 1 / 64**2), ("relu2_2", 1 / 128**2)))
+    g = torch.Generator().manual_seed(0)
+    style = torch.rand(3, 32, 32, generator=g)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=40, mode="bilinear")[0]
+    plain = iterations_matching(Constant(), [photo], style, cfg, size=32, max_steps=60)
+    k = plain["photos"][0]["iterations"]
+    goal = k + 5
+    res = iterations_matching(Constant(), [photo], style, cfg, size=32, max_steps=60, goal=goal)
+    row = res["photos"][0]
+    assert row["iterations"] == k and row["optimisation_loss"] == plain["photos"][0]["optimisation_loss"]
+    rec = optimise_style(square_crop(photo, 32), style, cfg, steps=goal, loss=build_style_loss(cfg, style),
+                         progress=False)
+    assert row["loss_at_goal"] == pytest.approx(min(rec.losses), rel=1e-5)
+    assert row["loss_at_goal"] <= row["network_loss"] and res["goal_ratio"] == pytest.approx(row["goal_ratio"])
+    assert res["goal_ratio"] == pytest.approx(row["loss_at_goal"] / row["network_loss"])
+    early = iterations_matching(Constant(), [photo], style, cfg, size=32, max_steps=60, goal=1)
+    assert early["goal_ratio"] >= 1 or k == 1   # one evaluation: not yet at the network's loss
+    with pytest.raises(ValueError, match="goal"):
+        iterations_matching(Constant(), [photo], style, cfg, size=32, max_steps=60, goal=61)

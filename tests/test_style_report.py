@@ -430,3 +430,39 @@ def test_high_resolution_panels_keep_the_aspect_at_each_longer_side():
     assert all(0 <= float(v.min()) and float(v.max()) <= 1 for v in panels.values())
     with pytest.raises(ValueError, match="at least 16"):
         R.high_resolution_panels(nets, photo, sides=(8,))
+
+
+def test_loss_trend_recovers_a_power_law_and_projected_steps_inverts_it():
+    steps = np.arange(10, 10001, 10)
+    hist = {"step": steps.tolist(), "terms": {"total": (3e5 * steps ** -0.2).tolist()}}
+    a = R.loss_trend(hist)
+    assert a == pytest.approx(0.2, rel=1e-6)
+    # 0.72 of the loss at step 10000 needs 10000 * 0.72^(-1/0.2) steps; checked against the law itself
+    proj = R.projected_steps(10000, 0.72, a)
+    assert 3e5 * proj ** -0.2 == pytest.approx(0.72 * 3e5 * 10000 ** -0.2, rel=1e-6)
+    assert R.projected_steps(10000, 1.2, a) == 10000      # already worth the goal
+    assert R.projected_steps(10000, 0.72, -0.1) is None   # a rising loss never gets there
+    assert R.projected_steps(10000, None, a) is None
+    # only the last half counts: a different early slope is ignored
+    early = np.where(steps <= 5000, 1e9 * steps ** -1.0, 3e5 * steps ** -0.2)
+    assert R.loss_trend({"step": steps.tolist(), "terms": {"total": early.tolist()}}) == pytest.approx(0.2, rel=1e-6)
+    assert R.loss_trend({"step": [1, 2], "terms": {"total": [2.0, 1.0]}}) is None
+    with pytest.raises(ValueError, match="since"):
+        R.loss_trend(hist, since=1.0)
+
+
+def test_network_rows_project_the_steps_to_the_goal_from_a_goal_score(results):
+    networks = R.style_networks(results)
+    key, n = next(iter(networks.items()))
+    base = {"iterations_matching_network": 30.0, "min": 25, "step": n.step, "max_steps": 300, "size": 256,
+            "photos": [{}] * 5}
+    rows = R.network_rows(networks, {n.name: {**base, "goal": 50, "goal_ratio": 0.8}})
+    row = next(r for r in rows if r["key"] == key)
+    a = R.loss_trend(json.loads((n.folder / "history.json").read_text()))
+    assert a is not None and row["steps_for_goal"] is not None
+    assert row["goal"] == 50 and row["goal_ratio"] == 0.8 and row["loss_exponent"] == a
+    assert row["steps_for_goal"] == R.projected_steps(n.step, 0.8, a)
+    stale = R.network_rows(networks, {n.name: {**base, "step": n.step - 1, "goal": 50, "goal_ratio": 0.8}})
+    assert next(r for r in stale if r["key"] == key)["steps_for_goal"] is None   # scored at another step
+    plain = R.network_rows(networks, {n.name: base})
+    assert next(r for r in plain if r["key"] == key)["goal_ratio"] is None
