@@ -24,9 +24,9 @@ from torch import Tensor, nn
 __all__ = ["PAPER_FIG5", "FIG5_SIZES", "PAINTINGS", "StyleNetwork", "committed_files", "style_networks", "score_files",
            "matching_scores", "size_score_files", "scores_by_size", "scores_from_compare", "comparison_record",
            "fig5_summary", "network_rows", "preferred_networks", "score_at", "diagnostic_rows", "network_losses",
-           "plot_network_curves", "comparison_panels", "optimisation_reference", "network_panels", "style_grid", "loss_trend", "projected_steps",
-           "high_resolution_panels", "plot_fig5",
-           "speed_table", "differences_markdown", "style_findings"]
+           "plot_network_curves", "comparison_panels", "optimisation_reference", "network_panels", "style_grid",
+           "high_resolution_panels", "loss_trend", "projected_steps", "plot_fig5", "speed_table",
+           "differences_markdown", "style_findings"]
 
 PAPER_FIG5 = (50, 100)  # [P] Fig. 5: the network's loss equals the baseline's after about 50-100 L-BFGS iterations
 FIG5_SIZES = (128, 512)  # sides besides 256² whose Fig. 5 scores network_rows reports (paper: 256², 512², 1024²)
@@ -245,7 +245,8 @@ def network_rows(networks: Mapping[tuple[str, str], StyleNetwork], scores: Mappi
 
     rows = []
     for key, n in networks.items():
-        s = summarise(load_run(n.folder))
+        run = load_run(n.folder)
+        s = summarise(run)
         sc = scores.get(n.name)
         f = next((v for v in (fig5 or {}).values() if v["model"] == n.name and v["step"] == n.step), None)
         rows.append({"key": key, "style": n.style, "painting": PAINTINGS.get(n.style, n.style), "label": n.label,
@@ -260,7 +261,7 @@ def network_rows(networks: Mapping[tuple[str, str], StyleNetwork], scores: Mappi
                      "score_current": bool(sc) and sc["step"] == n.step,
                      **_sized_columns((sized or {}).get(n.name, {}), sizes, n.step),
                      "curve_iterations": f["iterations"] if f else None, "ratio": f["ratio"] if f else None,
-                     **_goal_columns(sc, n)})
+                     **_goal_columns(sc, run.history, n.step)})
     return rows
 
 
@@ -294,17 +295,16 @@ def projected_steps(step: int, ratio: float | None, exponent: float | None) -> f
     return float(step * ratio ** (-1.0 / exponent))
 
 
-def _goal_columns(sc: Mapping | None, n: StyleNetwork) -> dict:
+def _goal_columns(sc: Mapping | None, history: Mapping, step: int) -> dict:
     """``goal``, ``goal_ratio`` (the loss a network worth ``goal`` evaluations reaches / this one's, from a score
-    run with a goal), ``loss_exponent`` (:func:`loss_trend` of its history) and ``steps_for_goal``
-    (:func:`projected_steps`, when the score is of the network's current step)."""
-    from .runs import load_run
-
+    run with a goal), ``loss_exponent`` (:func:`loss_trend` of the network's ``history``) and ``steps_for_goal``
+    (:func:`projected_steps`, when the score is of the network's current ``step``)."""
     ratio = sc.get("goal_ratio") if sc else None
-    a = loss_trend(load_run(n.folder).history) if ratio is not None else None
-    current = bool(sc) and sc["step"] == n.step
+    a = loss_trend(history) if ratio is not None else None
+    current = bool(sc) and sc["step"] == step
     return {"goal": sc.get("goal") if sc else None, "goal_ratio": ratio, "loss_exponent": a,
-            "steps_for_goal": projected_steps(n.step, ratio, a) if current else None}
+            "steps_for_goal": projected_steps(step, ratio, a) if current else None}
+
 
 def _sized_columns(by_size: Mapping[int, Mapping], sizes: Sequence[int], step: int) -> dict:
     out = {}

@@ -69,16 +69,22 @@ class Constant(torch.nn.Module):
         return torch.full_like(x, 0.5) + 0 * self.w
 
 
-def test_iterations_matching_stops_at_the_network_loss(real_weights):
-    from perceptlib.data import image_paths  # noqa: F401  (the photos are tensors here)
-    from perceptlib.style import build_style_loss, iterations_matching, optimise_style
-    from perceptlib.speed import square_crop
-
+def _matching_case():
+    """A quick style config with two style layers, a random 32² style image and a smooth 40² photo."""
     cfg = dataclasses.replace(for_mode(PAPER_STYLE, "quick"), vgg_weights="torchvision", device="cpu",
                               style_layers=(("relu1_2", 1 / 64**2), ("relu2_2", 1 / 128**2)))
     g = torch.Generator().manual_seed(0)
     style = torch.rand(3, 32, 32, generator=g)
     photo = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=40, mode="bilinear")[0]
+    return cfg, style, photo
+
+
+def test_iterations_matching_stops_at_the_network_loss(real_weights):
+    from perceptlib.data import image_paths  # noqa: F401  (the photos are tensors here)
+    from perceptlib.style import build_style_loss, iterations_matching, optimise_style
+    from perceptlib.speed import square_crop
+
+    cfg, style, photo = _matching_case()
     res = iterations_matching(Constant(), [photo], style, cfg, size=32, max_steps=60)
     row = res["photos"][0]
     assert res["all_reached"] and row["iterations"] == res["min"] == res["iterations_matching_network"]
@@ -94,11 +100,7 @@ def test_iterations_matching_goal_reads_the_loss_a_network_worth_goal_evaluation
     from perceptlib.style import build_style_loss, iterations_matching, optimise_style
     from perceptlib.speed import square_crop
 
-    cfg = dataclasses.replace(for_mode(PAPER_STYLE, "quick"), vgg_weights="torchvision", device="cpu",
-                              style_layers=(("relu1_2", 1 / 64**2), ("relu2_2", 1 / 128**2)))
-    g = torch.Generator().manual_seed(0)
-    style = torch.rand(3, 32, 32, generator=g)
-    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=40, mode="bilinear")[0]
+    cfg, style, photo = _matching_case()
     plain = iterations_matching(Constant(), [photo], style, cfg, size=32, max_steps=60)
     k = plain["photos"][0]["iterations"]
     goal = k + 5

@@ -395,7 +395,8 @@ def _tiny_nets() -> dict[str, nn.Module]:
     from perceptlib.nets import TransformerNet
 
     torch.manual_seed(0)
-    return {s: TransformerNet(channels=4, norm="instance", head="tanh150").eval() for s in ("starry_night", "great_wave")}
+    return {s: TransformerNet(channels=4, norm="instance", head="tanh150").eval()
+            for s in ("starry_night", "great_wave")}
 
 
 def test_style_grid_is_fig6_paintings_then_one_row_per_photo():
