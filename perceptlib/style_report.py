@@ -558,7 +558,8 @@ def differences_markdown(networks: Mapping[tuple[str, str], StyleNetwork], n_tra
             ("training", f"{P.steps} iterations of {P.image_size}², batch {P.batch_size}, Adam {P.lr:g}",
              "<br>".join(f"{PAINTINGS.get(n.style, n.style)}, {n.label}: {n.step} of {n.steps} steps of "
                          f"{n.image_size}², batch {n.batch_size}, Adam {n.lr:g}, {n.seconds / 60:.0f} min in "
-                         f"{n.precision}" for n in networks.values())),
+                         f"{n.precision} ({_pixel_share(n, P)} of the paper's training pixels)"
+                         for n in networks.values())),
             ("network", "batch norm, (tanh+1)/2 output, base width 32 ([S] Table 1)",
              "<br>".join(f"{PAINTINGS.get(n.style, n.style)}, {n.label}: {_SHORT['norm'][n.norm]}, "
                          f"{_SHORT['head'][n.head]} output, base width {n.channels}" for n in networks.values()))]
@@ -576,6 +577,12 @@ def differences_markdown(networks: Mapping[tuple[str, str], StyleNetwork], n_tra
         rows.append(("speed table", "GTX Titan X", _join([f"{k}: {v['device']} ({v['dtype']})"
                                                          for k, v in speeds.items()])))
     return "\n".join(["| | paper | here |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
+
+
+def _pixel_share(n: StyleNetwork, paper) -> str:
+    """The pixels a network has been trained on (steps × batch × side²) as a share of the paper's training."""
+    share = n.step * n.batch_size * n.image_size ** 2 / (paper.steps * paper.batch_size * paper.image_size ** 2)
+    return f"{100 * share:.2g}%"
 
 
 def _network_line(r: Mapping) -> str:

@@ -369,7 +369,8 @@ def test_differences_markdown_states_each_networks_setting(results):
     assert lines[0] == "| | paper | here |" and len(lines) == 2 + 7
     assert "the 17 `train` photos" in md and "random 128/256² crops" in md
     assert "MS-COCO, 80k photos resized to 256²" in md and "40000 iterations of 256², batch 4, Adam 0.001" in md
-    assert "The Starry Night, CPU, impl recipe: 150 of 1000 steps of 128², batch 4, Adam 0.001, 10 min in bf16" in md
+    assert ("The Starry Night, CPU, impl recipe: 150 of 1000 steps of 128², batch 4, Adam 0.001, 10 min in bf16 "
+            "(0.094% of the paper's training pixels)") in md  # 150·4·128² / (40000·4·256²)
     assert "The Starry Night, CPU, impl recipe: IN, 150 tanh output, base width 16" in md
     assert ("content 1, style 5 × the mean over each Gram (Eq. 4 / C_j²), TV 0.065 on [0, 1] images "
             "(1e-06 on 0–255)") in md
