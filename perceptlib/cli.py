@@ -176,6 +176,8 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ..
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif f.name.endswith("layers"):
             p.add_argument(flag, dest=f.name, default=None, metavar="L=W,...", help=help_)
+        elif f.name == "lr_drops":  # parsed by the config (parse_lr_drops)
+            p.add_argument(flag, dest=f.name, default=None, metavar="STEP=RATE,...", help=help_)
         else:
             p.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=help_,
                            choices=f.metadata.get("choices"))

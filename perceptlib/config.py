@@ -49,7 +49,8 @@ def default_device() -> torch.device:
 # [P'] another version, [S] supplementary, [L] official Lua code, [PE] pytorch/examples) and a help text.
 
 __all__ += ["SRConfig", "StyleConfig", "PAPER_SR", "PAPER_STYLE", "IMPL_SR", "IMPL_STYLE", "RECIPES", "recipe",
-            "for_mode", "differences", "config_from_dict", "parse_layers", "format_layers", "config_json"]
+            "for_mode", "differences", "config_from_dict", "parse_layers", "format_layers", "parse_lr_drops",
+            "format_lr_drops", "config_json"]
 
 
 def _f(default: Any, help: str, source: str, choices: tuple | None = None) -> Any:
@@ -84,6 +85,39 @@ def format_layers(pairs: tuple[tuple[str, float], ...]) -> str:
     return ",".join(f"{n}={w:g}" for n, w in pairs)
 
 
+def parse_lr_drops(text: str | dict | tuple | list) -> tuple[tuple[int, float], ...]:
+    """``"10000=1e-4,12000=1e-5"``, a dict or pairs -> ``((10000, 1e-4), (12000, 1e-5))``: from the update at
+    step 10000 on (the one that makes step 10001) Adam uses 1e-4. Steps must be non-negative and increasing,
+    rates positive; ``""`` gives ``()`` (a constant rate)."""
+    if isinstance(text, dict):
+        pairs = list(text.items())
+    elif isinstance(text, str):
+        pairs = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            step, eq, lr = part.partition("=")
+            if not eq:
+                raise ValueError(f"bad learning-rate drop {part!r}; expected step=rate, e.g. 10000=1e-4")
+            pairs.append((step.strip(), lr.strip()))
+    else:
+        pairs = [tuple(p) for p in text]
+    out = []
+    for step, lr in pairs:
+        try:
+            s, r = float(step), float(lr)
+        except (TypeError, ValueError):
+            raise ValueError(f"bad learning-rate drop {step!r}={lr!r}; expected step=rate, e.g. 10000=1e-4") from None
+        if s != int(s) or s < 0 or not r > 0:
+            raise ValueError(f"a learning-rate drop needs a step >= 0 and a rate > 0, got {step!r}={lr!r}")
+        out.append((int(s), r))
+    if any(b[0] <= a[0] for a, b in zip(out, out[1:])):
+        raise ValueError(f"learning-rate drops must have increasing steps, got {[s for s, _ in out]}")
+    return tuple(out)
+
+
+def format_lr_drops(pairs: tuple[tuple[int, float], ...]) -> str:
+    return ",".join(f"{s}={r:g}" for s, r in pairs)
+
+
 _COMPILE_HELP = ("torch.compile the network's forward pass with the loss (inductor; its backward is compiled with "
                  "it): faster steps after a one-off compilation at the first step of each run (tens of seconds "
                  "on a CPU); the same math up to rounding, may be switched on or off when resuming")
@@ -101,6 +135,8 @@ class SRConfig:
     batch_size: int = _f(4, "batch size", "[P] batch size 4")
     steps: int = _f(200_000, "optimisation steps", "[P] 200k iterations")
     lr: float = _f(1e-3, "Adam learning rate", "[P] Adam, learning rate 1e-3, no weight decay or dropout")
+    lr_drops: tuple = _f((), "learning-rate drops STEP=RATE,...: from that step on Adam uses RATE",
+                         "ours: [P], [L] and [PE] keep the rate constant")
     blur_sigma: float = _f(1.0, "Gaussian blur before bicubic downsampling of the training LR",
                            "[P] Gaussian kernel of width sigma=1.0, then bicubic downsampling")
     loss: str = _f("feat", "'feat' (feature layers + pixel_weight * l_pixel + tv) or 'pixel' (l_pixel only)",
@@ -155,6 +191,7 @@ class SRConfig:
         _check_positive(self, ("batch_size", "steps", "checkpoint_every", "log_every", "channels", "patches_per_image"))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        object.__setattr__(self, "lr_drops", parse_lr_drops(self.lr_drops))
 
     @property
     def layer_weights(self) -> dict[str, float]:
@@ -173,6 +210,8 @@ class StyleConfig:
     batch_size: int = _f(4, "batch size", "[P] batch size 4")
     steps: int = _f(40_000, "optimisation steps", "[P] 40k iterations, about 2 epochs")
     lr: float = _f(1e-3, "Adam learning rate", "[P] Adam, learning rate 1e-3, no weight decay or dropout")
+    lr_drops: tuple = _f((), "learning-rate drops STEP=RATE,...: from that step on Adam uses RATE",
+                         "ours: [P], [L] and [PE] keep the rate constant")
     content_layers: tuple = _f((("relu3_3", 1.0),), "content (feature) loss layers and weights",
                                "[P] ECCV: relu3_3; [P'] arXiv, [PE] pytorch/examples and [PY]: relu2_2")
     style_layers: tuple = _f((("relu1_2", 1 / 64**2), ("relu2_2", 1 / 128**2), ("relu3_3", 1 / 256**2),
@@ -224,6 +263,7 @@ class StyleConfig:
         _check_positive(self, ("image_size", "batch_size", "steps", "checkpoint_every", "log_every", "channels"))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        object.__setattr__(self, "lr_drops", parse_lr_drops(self.lr_drops))
 
 
 def _check_choice(value: Any, choices: tuple, what: str) -> None:

@@ -48,8 +48,7 @@ from .runlock import RunLock
 
 __all__ = [
     "History", "IndexSampler", "TrainingDivergedError", "CheckpointError", "CheckpointWriteError", "train",
-    "load_checkpoint",
-    "load_model", "infer", "CHECKPOINT", "MODEL_FILE",
+    "learning_rate", "load_checkpoint", "load_model", "infer", "CHECKPOINT", "MODEL_FILE",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -58,6 +57,17 @@ _FORMAT = "perceptlib-train"
 _VERSION = 1
 # config fields that may change between a run and its resumption (a later session may run on another
 # machine: the hardware settings may differ; each session's device and precision are in history.sessions)
+def learning_rate(cfg: Any, step: int) -> float:
+    """Adam's learning rate for the update from ``step`` to ``step + 1``: ``cfg.lr``, or the rate of the last
+    ``cfg.lr_drops`` entry ``(s, rate)`` with ``s <= step`` (configs without ``lr_drops``: ``cfg.lr``)."""
+    lr = float(cfg["lr"] if isinstance(cfg, Mapping) else cfg.lr)
+    drops = cfg.get("lr_drops", ()) if isinstance(cfg, Mapping) else getattr(cfg, "lr_drops", ())
+    for s, rate in drops or ():
+        if step >= int(s):
+            lr = float(rate)
+    return lr
+
+
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mode", "eval_limit", "precision", "amp", "recipe",
                       "channels_last", "compile"}
 
@@ -454,7 +464,8 @@ class _StopOnSignal:
 def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg: Any,
           out_dir: str | os.PathLike, resume: bool = True, progress: bool = True, workers: int = 0,
           max_seconds: float | None = None) -> History:
-    """Train ``model`` with Adam(``cfg.lr``) for ``cfg.steps`` steps; return the :class:`History`.
+    """Train ``model`` with Adam(``cfg.lr``, dropped as ``cfg.lr_drops`` says: :func:`learning_rate`) for
+    ``cfg.steps`` steps; return the :class:`History`.
 
     Args:
         model: the network (trained in place; left in train mode on ``cfg.device``).
@@ -468,7 +479,8 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
         out_dir: folder for ``checkpoint.pt``, ``model.pt``, ``config.json``, ``history.json``.
         resume: continue from ``out_dir/checkpoint.pt`` when present (the config may differ only in
             ``steps``, ``checkpoint_every``, ``device``, ``mode``, ``eval_limit``, ``recipe`` and the hardware
-            settings ``precision``, ``channels_last`` and ``compile``, else ValueError); ``False`` starts afresh
+            settings ``precision``, ``channels_last`` and ``compile``, and in ``lr_drops`` at or after the checkpoint's
+            step, else ValueError); ``False`` starts afresh
             and overwrites.
         progress: show a tqdm bar with the loss terms.
         workers: DataLoader worker processes preparing batches (0: in this process); the batches
@@ -570,6 +582,10 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
         defaults = _config_dict(type(cfg)()) if dataclasses.is_dataclass(cfg) else {}
         old = {k: v for k, v in {**defaults, **ckpt["config"]}.items() if k not in _RESUMABLE_CHANGES}
         new = {k: v for k, v in cfg_dict.items() if k not in _RESUMABLE_CHANGES}
+        # learning-rate drops may change where they lie ahead: the updates already made used the same rates
+        at = int(ckpt["step"])
+        old["lr_drops"] = [list(d) for d in old.get("lr_drops") or () if int(d[0]) < at]
+        new["lr_drops"] = [list(d) for d in new.get("lr_drops") or () if int(d[0]) < at]
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(f"cannot resume {ckpt_path}: the config differs in {diff} "
@@ -673,6 +689,9 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
                 raise TrainingDivergedError(
                     f"non-finite gradient at step {step + 1} (loss terms {_fmt_terms(values)}); stopped, last good "
                     f"checkpoint: {ckpt_path if ckpt_path.is_file() else 'none yet'} (left untouched)")
+            lr = learning_rate(cfg, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             optimizer.step()
             step += 1
             run["end_step"], run["seconds"] = step, round(time.perf_counter() - t0, 3)

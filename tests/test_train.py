@@ -417,3 +417,46 @@ def test_cli_train_upscale_eval(tmp_path, photo_dir, capsys):
     assert main(args[:-2] + ["--channels", "16"]) == 1
     assert "config differs in ['channels']" in capsys.readouterr().err
     shutil.rmtree(out)
+
+
+def test_learning_rate_drops_apply_from_their_step_and_may_be_added_ahead_on_resume(tmp_path):
+    from perceptlib.config import parse_lr_drops
+    from perceptlib.train import learning_rate
+
+    cfg = dataclasses.replace(BASE, lr=1e-2, lr_drops="4=1e-3,6=1e-4")
+    assert cfg.lr_drops == ((4, 1e-3), (6, 1e-4))
+    assert [learning_rate(cfg, s) for s in (0, 3, 4, 5, 6, 9)] == [1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4]
+    assert learning_rate({"lr": 0.5}, 10) == 0.5  # a config of older perceptlib: constant
+    for bad in ("4=0", "-1=1e-3", "6=1e-3,4=1e-4", "4", "x=1"):
+        with pytest.raises(ValueError):
+            parse_lr_drops(bad)
+
+    def go(out, steps, drops):
+        c = dataclasses.replace(BASE, lr=1e-2, steps=steps, lr_drops=drops)
+        model = tiny_model()
+        train(model, build_sr_loss(c), PairSet(), c, out, progress=False)
+        return model
+
+    const = go(tmp_path / "const", 8, ())
+    ref = go(tmp_path / "ref", 8, "4=1e-9")
+    # a near-zero rate from step 4 on: the network stays where it was at step 4 (and differs from the constant run)
+    at4 = go(tmp_path / "at4", 4, ())
+    params = lambda m: dict(m.named_parameters())  # noqa: E731 (batch-norm statistics move without Adam)
+    for k, v in params(ref).items():
+        assert torch.allclose(v, params(at4)[k], atol=1e-6), k
+    assert any(not torch.allclose(v, params(const)[k], atol=1e-4) for k, v in params(ref).items())
+    # resuming a constant-rate run at step 4 with a drop at step 4 gives the run that had the drop from the start
+    assert_same_state(go(tmp_path / "at4", 8, "4=1e-9"), ref)
+    # but a drop before the checkpoint's step changes updates already made
+    with pytest.raises(ValueError, match=r"config differs in \['lr_drops'\]"):
+        go(tmp_path / "const", 12, "2=1e-3")
+
+
+def test_cli_parses_learning_rate_drops(tmp_path, photo_dir, capsys):
+    out = tmp_path / "sr"
+    assert main(["train-sr", "--mode", "quick", "--steps", "2", "--scale", "2", "--patch-size", "16", "--loss",
+                 "pixel", "--train-set", str(photo_dir), "--lr-drops", "1=1e-4", "--no-progress",
+                 "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["lr_drops"] == [[1, 1e-4]]
+    assert "lr_drops: paper (), ours ((1, 0.0001),)" in capsys.readouterr().out
