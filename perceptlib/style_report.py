@@ -35,7 +35,7 @@ PAINTINGS = {"starry_night": "The Starry Night", "great_wave": "The Great Wave",
              "night_cafe": "The Night Café", "langlois_bridge": "Langlois Bridge"}
 _SHORT = {"norm": {"batch": "BN", "instance": "IN", "none": "no norm"},
           "head": {"paper": "(tanh+1)/2", "tanh150": "150 tanh"}}
-_RECIPE_KEYS = ("norm", "head", "channels", "lr", "style_weight", "style_size", "tv_weight", "upsample",
+_RECIPE_KEYS = ("norm", "head", "channels", "lr", "lr_drops", "style_weight", "style_size", "tv_weight", "upsample",
                 "vgg_weights")
 
 
@@ -86,6 +86,9 @@ def _changes(cfg, base, keys: Sequence[str] = _RECIPE_KEYS) -> str:
     for k in keys:
         v = getattr(cfg, k)
         if v == getattr(base, k):
+            continue
+        if k == "lr_drops":
+            parts.append("lr " + ", ".join(f"{r:g} from step {st}" for st, r in v))
             continue
         parts.append(_SHORT[k].get(v, str(v)) if k in _SHORT else f"{k.replace('_', ' ')} {v:g}"
                      if isinstance(v, float) else f"{k.replace('_', ' ')} {v}")

@@ -468,3 +468,9 @@ def test_network_rows_project_the_steps_to_the_goal_from_a_goal_score(results):
     assert next(r for r in stale if r["key"] == key)["steps_for_goal"] is None   # scored at another step
     plain = R.network_rows(networks, {n.name: base})
     assert next(r for r in plain if r["key"] == key)["goal_ratio"] is None
+
+
+def test_a_learning_rate_drop_is_part_of_the_label(tmp_path):
+    res = tmp_path / "results"
+    _run(res / "style_great_wave", dataclasses.replace(IMPL_STYLE, mode="cpu", lr_drops="900=1e-4"), style="great_wave")
+    assert list(R.style_networks(res)) == [("great_wave", "CPU, impl recipe with lr 0.0001 from step 900")]
