@@ -136,7 +136,8 @@ class SRConfig:
     steps: int = _f(200_000, "optimisation steps", "[P] 200k iterations")
     lr: float = _f(1e-3, "Adam learning rate", "[P] Adam, learning rate 1e-3, no weight decay or dropout")
     lr_drops: tuple = _f((), "learning-rate drops STEP=RATE,...: from that step on Adam uses RATE",
-                         "ours: [P], [L] and [PE] keep the rate constant")
+                         "ours; [P] and [PE] keep the rate constant; [L] -lr_decay_every -1 (off; when on, "
+                         "x -lr_decay_factor 0.5 every so many steps, Adam's moments reset)")
     blur_sigma: float = _f(1.0, "Gaussian blur before bicubic downsampling of the training LR",
                            "[P] Gaussian kernel of width sigma=1.0, then bicubic downsampling")
     loss: str = _f("feat", "'feat' (feature layers + pixel_weight * l_pixel + tv) or 'pixel' (l_pixel only)",
@@ -211,7 +212,8 @@ class StyleConfig:
     steps: int = _f(40_000, "optimisation steps", "[P] 40k iterations, about 2 epochs")
     lr: float = _f(1e-3, "Adam learning rate", "[P] Adam, learning rate 1e-3, no weight decay or dropout")
     lr_drops: tuple = _f((), "learning-rate drops STEP=RATE,...: from that step on Adam uses RATE",
-                         "ours: [P], [L] and [PE] keep the rate constant")
+                         "ours; [P] and [PE] keep the rate constant; [L] -lr_decay_every -1 (off; when on, "
+                         "x -lr_decay_factor 0.5 every so many steps, Adam's moments reset)")
     content_layers: tuple = _f((("relu3_3", 1.0),), "content (feature) loss layers and weights",
                                "[P] ECCV: relu3_3; [P'] arXiv, [PE] pytorch/examples and [PY]: relu2_2")
     style_layers: tuple = _f((("relu1_2", 1 / 64**2), ("relu2_2", 1 / 128**2), ("relu3_3", 1 / 256**2),
