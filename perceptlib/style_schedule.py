@@ -2,9 +2,10 @@
 option: the paper, the official code and pytorch/examples keep Adam's rate constant).
 
 ``results/style_lr_drop/<run>/`` holds a committed network's run continued from its checkpoint with a drop
-(``train-style ... --steps S2 --lr-drops S1=RATE``), ``eval.json`` the Fig. 5 scores of ``scripts/style_diag_eval.py``:
-of those runs and of the constant-rate network continued for as many steps (the control). The network the runs
-started from is scored in the main score files (:func:`perceptlib.style_report.matching_scores`).
+(``train-style ... --steps S2 --lr-drops S1=RATE``) and a copy of the network it started from;
+``eval.json`` the Fig. 5 scores of ``scripts/style_diag_eval.py`` of those and of the constant-rate network continued
+for as many steps (the control), all measured on one machine. A start network not scored there is looked up in the
+main score files (:func:`perceptlib.style_report.matching_scores`).
 """
 from __future__ import annotations
 
@@ -42,18 +43,20 @@ def _row(run: str, rec: Mapping, folder: Path, kind: str) -> dict:
     return {"run": run, "kind": kind, "style": style, "step": step,
             "schedule": schedule_label(cfg.lr, cfg.lr_drops, step), "rate_end": learning_rate(cfg, step - 1),
             "score": rec["iterations_matching_network"], "score_min": rec["min"], "score_size": rec["size"],
+            "photo_loss": float(np.mean([p["network_loss"] for p in rec["photos"]])) if rec.get("photos") else None,
             "goal": rec.get("goal"), "goal_ratio": rec.get("goal_ratio"),
             "train_loss": _train_loss(history, step)}
 
 
 def lr_drop_rows(folder: str | os.PathLike, scores: Mapping[str, Mapping], root: str | os.PathLike = ".") -> list[dict]:
-    """Rows for a table, per painting: the network where the drop began (``kind`` ``"start"``, from ``scores``
-    when it was scored at the step of the first drop), each run of ``folder/eval.json`` (``"drop"`` for a run in
-    ``folder``, ``"constant"`` for another network: the control). Each row: ``run``, ``style``, ``step``,
-    ``schedule`` (:func:`schedule_label`), ``rate_end`` (the rate of its last update), ``score`` (mean L-BFGS
-    evaluations matched), ``score_min``, ``score_size``, ``goal``, ``goal_ratio`` (loss after ``goal``
-    evaluations / the network's) and ``train_loss`` (mean total training loss over the last 500 steps to
-    ``step``). Runs are paths relative to ``root``."""
+    """Rows for a table, per painting: each run of ``folder/eval.json``, ``kind`` ``"drop"`` (its rate dropped
+    before the scored step), ``"start"`` (constant rate, scored at the step of a drop run's first drop) or
+    ``"constant"`` (the control); where no start is scored there, the network ``results/style_<painting>`` from
+    ``scores`` when scored at that step. Each row: ``run``, ``style``, ``step``, ``schedule``
+    (:func:`schedule_label`), ``rate_end`` (the rate of its last update), ``score`` (mean L-BFGS evaluations
+    matched), ``score_min``, ``score_size``, ``photo_loss`` (the network's mean loss on the scored photos),
+    ``goal``, ``goal_ratio`` (loss after ``goal`` evaluations / the network's) and ``train_loss`` (mean total
+    training loss over the last 500 steps to ``step``). Runs are paths relative to ``root``."""
     folder, root = Path(folder), Path(root)
     evals = folder / "eval.json"
     if not evals.is_file():
@@ -63,16 +66,20 @@ def lr_drop_rows(folder: str | os.PathLike, scores: Mapping[str, Mapping], root:
         d = root / run
         if not (d / "config.json").is_file():
             continue
-        inside = d.resolve().parent == folder.resolve()
-        row = _row(run, rec, d, "drop" if inside else "constant")
-        rows.append(row)
+        row = _row(run, rec, d, "constant")
         drops = config_from_dict(json.loads((d / "config.json").read_text())).lr_drops
-        if inside and drops:
+        if any(s < row["step"] for s, _ in drops):
+            row["kind"] = "drop"
             starts.setdefault(row["style"], drops[0][0])
+        rows.append(row)
+    for row in rows:
+        if row["kind"] == "constant" and starts.get(row["style"]) == row["step"]:
+            row["kind"] = "start"
     for style, at in starts.items():
         base = f"results/style_{style}"
         rec = scores.get(base)
-        if rec is not None and int(rec["step"]) == at and (root / base / "config.json").is_file():
+        if (not any(r["style"] == style and r["kind"] == "start" for r in rows) and rec is not None
+                and int(rec["step"]) == at and (root / base / "config.json").is_file()):
             rows.append(_row(base, rec, root / base, "start"))
     order = {"start": 0, "constant": 1, "drop": 2}
     return sorted(rows, key=lambda r: (r["style"], order[r["kind"]], r["step"]))
@@ -93,6 +100,11 @@ def lr_drop_findings(rows: list[dict], names: Mapping[str, str] | None = None) -
                 f"{d['score']:.1f}")
         if c is not None and c["step"] == d["step"]:
             line += f"; as many at the constant rate {c['score']:.1f}"
+        if d["photo_loss"] is not None and s["photo_loss"] is not None:
+            line += (f". The network's mean loss on the photos: {s['photo_loss']:.4g} at the start, "
+                     f"{d['photo_loss']:.4g} after the drop")
+            if c is not None and c["photo_loss"] is not None and c["step"] == d["step"]:
+                line += f", {c['photo_loss']:.4g} at the constant rate"
         if d["goal_ratio"] is not None and s["goal_ratio"] is not None:
             line += (f". The loss after {d['goal']} evaluations is {s['goal_ratio']:.3f} of the network's at the "
                      f"start, {d['goal_ratio']:.3f} after the drop")

@@ -19,9 +19,9 @@ def _net(root, rel, drops=(), losses=None):
     return rel
 
 
-def _score(step, score, ratio):
+def _score(step, score, ratio, losses=(10.0, 20.0)):
     return {"step": step, "iterations_matching_network": score, "min": int(score) - 2, "size": 256, "goal": 50,
-            "goal_ratio": ratio}
+            "goal_ratio": ratio, "photos": [{"network_loss": v} for v in losses]}
 
 
 def test_schedule_label_lists_the_rates_used_up_to_a_step():
@@ -51,6 +51,22 @@ def test_rows_and_findings(tmp_path):
     assert text.startswith("The Wave: from step 1000 (worth 40.0 evaluations at 256²), 200 more steps at a rate "
                            "of 0.0001 reach 44.0; as many at the constant rate 41.0.")
     assert "0.860 of the network's at the start, 0.950 after the drop (0.880 at the constant rate)" in text
+    assert "mean loss on the photos: 15 at the start, 15 after the drop, 15 at the constant rate" in text
+
+
+def test_a_start_scored_beside_the_drop_run_is_preferred(tmp_path):
+    folder = tmp_path / "results" / "style_lr_drop"
+    main = _net(tmp_path, "results/style_wave")
+    start = _net(tmp_path, "results/style_lr_drop/wave_1000")  # a copy of the network at the drop's step
+    drop = _net(tmp_path, "results/style_lr_drop/wave_1e-4", "1000=1e-4")
+    (folder / "eval.json").write_text(json.dumps({"runs": {
+        drop: _score(1200, 44.0, 0.95, (9.0, 11.0)), start: _score(1000, 42.0, 0.9, (10.0, 12.0)),
+        main: _score(1200, 39.0, 0.85, (12.0, 14.0))}}))
+    rows = lr_drop_rows(folder, {main: _score(1000, 40.0, 0.86)}, tmp_path)  # the other machine's start: unused
+    assert [(r["kind"], r["run"], r["score"]) for r in rows] == [
+        ("start", start, 42.0), ("constant", main, 39.0), ("drop", drop, 44.0)]
+    assert [r["photo_loss"] for r in rows] == [11.0, 13.0, 10.0]
+    assert "11 at the start, 10 after the drop, 13 at the constant rate" in lr_drop_findings(rows)
 
 
 def test_start_needs_a_score_at_the_drop_step(tmp_path):
