@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from perceptlib.config import config_from_dict
     from perceptlib.data import image_paths
     from perceptlib.images import load_image
+    from perceptlib.precision import describe_machine
     from perceptlib.style import iterations_matching, load_style, style_of
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         r = iterations_matching(net, list(photos.values()), style, cfg, size=args.size, max_steps=args.max_steps,
                                 goal=args.goal or None)
-        res["runs"][str(run)] = {"step": net.train_step, **r, "seconds": time.perf_counter() - t}
+        res["runs"][str(run)] = {"step": net.train_step, **r, "seconds": time.perf_counter() - t,
+                                 "machine": describe_machine("cpu")["name"]}
         print(f"{run} (step {net.train_step}): worth {r['iterations_matching_network']:.1f} evaluations "
               f"(min {r['min']}, all reached: {r['all_reached']}); per photo "
               + ", ".join(str(p["iterations"]) for p in r["photos"])
