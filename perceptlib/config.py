@@ -50,7 +50,7 @@ def default_device() -> torch.device:
 
 __all__ += ["SRConfig", "StyleConfig", "PAPER_SR", "PAPER_STYLE", "IMPL_SR", "IMPL_STYLE", "RECIPES", "recipe",
             "for_mode", "differences", "config_from_dict", "parse_layers", "format_layers", "parse_lr_drops",
-            "format_lr_drops", "config_json"]
+            "config_json"]
 
 
 def _f(default: Any, help: str, source: str, choices: tuple | None = None) -> Any:
@@ -112,10 +112,6 @@ def parse_lr_drops(text: str | dict | tuple | list) -> tuple[tuple[int, float], 
     if any(b[0] <= a[0] for a, b in zip(out, out[1:])):
         raise ValueError(f"learning-rate drops must have increasing steps, got {[s for s, _ in out]}")
     return tuple(out)
-
-
-def format_lr_drops(pairs: tuple[tuple[int, float], ...]) -> str:
-    return ",".join(f"{s}={r:g}" for s, r in pairs)
 
 
 _COMPILE_HELP = ("torch.compile the network's forward pass with the loss (inductor; its backward is compiled with "

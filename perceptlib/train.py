@@ -55,8 +55,8 @@ CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 _FORMAT = "perceptlib-train"
 _VERSION = 1
-# config fields that may change between a run and its resumption (a later session may run on another
-# machine: the hardware settings may differ; each session's device and precision are in history.sessions)
+
+
 def learning_rate(cfg: Any, step: int) -> float:
     """Adam's learning rate for the update from ``step`` to ``step + 1``: ``cfg.lr``, or the rate of the last
     ``cfg.lr_drops`` entry ``(s, rate)`` with ``s <= step`` (configs without ``lr_drops``: ``cfg.lr``)."""
@@ -68,6 +68,8 @@ def learning_rate(cfg: Any, step: int) -> float:
     return lr
 
 
+# config fields that may change between a run and its resumption (a later session may run on another
+# machine: the hardware settings may differ; each session's device and precision are in history.sessions)
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "device", "mode", "eval_limit", "precision", "amp", "recipe",
                       "channels_last", "compile"}
 
