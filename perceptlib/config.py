@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -62,23 +63,28 @@ def parse_layers(text: str | dict | tuple | list) -> tuple[tuple[str, float], ..
     The empty string gives ``()`` (no feature term)."""
     from .vgg import LAYER_NAMES
 
-    if isinstance(text, dict):
-        pairs = list(text.items())
-    elif isinstance(text, str):
-        pairs = []
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            name, _, w = part.partition("=")
-            try:
-                pairs.append((name.strip(), float(w) if w.strip() else 1.0))
-            except ValueError:
-                raise ValueError(f"bad layer weight in {part!r}; expected name=weight, e.g. relu2_2=1.0") from None
-    else:
-        pairs = [tuple(p) for p in text]
-    out = tuple((str(n), float(w)) for n, w in pairs)
+    def part(text: str) -> tuple[str, float]:
+        name, _, w = text.partition("=")
+        try:
+            return name.strip(), float(w) if w.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"bad layer weight in {text!r}; expected name=weight, e.g. relu2_2=1.0") from None
+
+    out = tuple((str(n), float(w)) for n, w in _pairs(text, part))
     unknown = [n for n, _ in out if n not in LAYER_NAMES]
     if unknown:
         raise ValueError(f"unknown VGG-16 layer(s) {unknown}; valid names: " + ", ".join(LAYER_NAMES))
     return out
+
+
+def _pairs(text: str | dict | tuple | list, part: Callable[[str], tuple]) -> list[tuple]:
+    """The pairs of a dict, of a sequence of pairs, or of a comma-separated string (each non-empty part read by
+    ``part``)."""
+    if isinstance(text, dict):
+        return list(text.items())
+    if isinstance(text, str):
+        return [part(p) for p in filter(None, (p.strip() for p in text.split(",")))]
+    return [tuple(p) for p in text]
 
 
 def format_layers(pairs: tuple[tuple[str, float], ...]) -> str:
@@ -89,19 +95,14 @@ def parse_lr_drops(text: str | dict | tuple | list) -> tuple[tuple[int, float], 
     """``"10000=1e-4,12000=1e-5"``, a dict or pairs -> ``((10000, 1e-4), (12000, 1e-5))``: from the update at
     step 10000 on (the one that makes step 10001) Adam uses 1e-4. Steps must be non-negative and increasing,
     rates positive; ``""`` gives ``()`` (a constant rate)."""
-    if isinstance(text, dict):
-        pairs = list(text.items())
-    elif isinstance(text, str):
-        pairs = []
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            step, eq, lr = part.partition("=")
-            if not eq:
-                raise ValueError(f"bad learning-rate drop {part!r}; expected step=rate, e.g. 10000=1e-4")
-            pairs.append((step.strip(), lr.strip()))
-    else:
-        pairs = [tuple(p) for p in text]
+    def part(text: str) -> tuple[str, str]:
+        step, eq, lr = text.partition("=")
+        if not eq:
+            raise ValueError(f"bad learning-rate drop {text!r}; expected step=rate, e.g. 10000=1e-4")
+        return step.strip(), lr.strip()
+
     out = []
-    for step, lr in pairs:
+    for step, lr in _pairs(text, part):
         try:
             s, r = float(step), float(lr)
         except (TypeError, ValueError):

@@ -40,7 +40,8 @@ def _row(run: str, rec: Mapping, folder: Path, kind: str) -> dict:
     history = json.loads((folder / "history.json").read_text())
     step = int(rec["step"])
     style = json.loads((folder / "style.json").read_text())["name"] if (folder / "style.json").is_file() else run
-    return {"run": run, "kind": kind, "style": style, "step": step,
+    used = [s for s, _ in cfg.lr_drops if s < step]
+    return {"run": run, "kind": kind, "style": style, "step": step, "first_drop": used[0] if used else None,
             "schedule": schedule_label(cfg.lr, cfg.lr_drops, step), "rate_end": learning_rate(cfg, step - 1),
             "score": rec["iterations_matching_network"], "score_min": rec["min"], "score_size": rec["size"],
             "photo_loss": float(np.mean([p["network_loss"] for p in rec["photos"]])) if rec.get("photos") else None,
@@ -53,10 +54,11 @@ def lr_drop_rows(folder: str | os.PathLike, scores: Mapping[str, Mapping], root:
     before the scored step), ``"start"`` (constant rate, scored at the step of a drop run's first drop) or
     ``"constant"`` (the control); where no start is scored there, the network ``results/style_<painting>`` from
     ``scores`` when scored at that step. Each row: ``run``, ``style``, ``step``, ``schedule``
-    (:func:`schedule_label`), ``rate_end`` (the rate of its last update), ``score`` (mean L-BFGS evaluations
-    matched), ``score_min``, ``score_size``, ``photo_loss`` (the network's mean loss on the scored photos),
-    ``goal``, ``goal_ratio`` (loss after ``goal`` evaluations / the network's) and ``train_loss`` (mean total
-    training loss over the last 500 steps to ``step``). Runs are paths relative to ``root``."""
+    (:func:`schedule_label`), ``first_drop`` (the step of its first drop before ``step``, None without one),
+    ``rate_end`` (the rate of its last update), ``score`` (mean L-BFGS evaluations matched), ``score_min``,
+    ``score_size``, ``photo_loss`` (the network's mean loss on the scored photos), ``goal``, ``goal_ratio``
+    (loss after ``goal`` evaluations / the network's) and ``train_loss`` (mean total training loss over the last
+    500 steps to ``step``). Runs are paths relative to ``root``."""
     folder, root = Path(folder), Path(root)
     evals = folder / "eval.json"
     if not evals.is_file():
@@ -67,10 +69,9 @@ def lr_drop_rows(folder: str | os.PathLike, scores: Mapping[str, Mapping], root:
         if not (d / "config.json").is_file():
             continue
         row = _row(run, rec, d, "constant")
-        drops = config_from_dict(json.loads((d / "config.json").read_text())).lr_drops
-        if any(s < row["step"] for s, _ in drops):
+        if row["first_drop"] is not None:
             row["kind"] = "drop"
-            starts.setdefault(row["style"], drops[0][0])
+            starts.setdefault(row["style"], row["first_drop"])
         rows.append(row)
     for row in rows:
         if row["kind"] == "constant" and starts.get(row["style"]) == row["step"]:
@@ -98,22 +99,21 @@ def lr_drop_findings(rows: list[dict], names: Mapping[str, str] | None = None) -
         line = (f"{names.get(style, style)}: from step {s['step']} (worth {s['score']:.1f} evaluations at "
                 f"{s['score_size']}²), {d['step'] - s['step']} more steps at a rate of {d['rate_end']:g} reach "
                 f"{d['score']:.1f}")
-        if c is not None and c["step"] == d["step"]:
+        c = c if c is not None and c["step"] == d["step"] else None  # a control only when as long as the drop
+        if c is not None:
             line += f"; as many at the constant rate {c['score']:.1f}"
-        if d["photo_loss"] is not None and s["photo_loss"] is not None:
-            line += (f". The network's mean loss on the photos: {s['photo_loss']:.4g} at the start, "
-                     f"{d['photo_loss']:.4g} after the drop")
-            if c is not None and c["photo_loss"] is not None and c["step"] == d["step"]:
-                line += f", {c['photo_loss']:.4g} at the constant rate"
-        if d["goal_ratio"] is not None and s["goal_ratio"] is not None:
-            line += (f". The loss after {d['goal']} evaluations is {s['goal_ratio']:.3f} of the network's at the "
-                     f"start, {d['goal_ratio']:.3f} after the drop")
-            if c is not None and c["goal_ratio"] is not None and c["step"] == d["step"]:
-                line += f" ({c['goal_ratio']:.3f} at the constant rate)"
-        if d["train_loss"] is not None and s["train_loss"] is not None:
-            line += (f"; the training loss over the last 500 steps falls from {s['train_loss']:.4g} to "
-                     f"{d['train_loss']:.4g}")
-            if c is not None and c["train_loss"] is not None and c["step"] == d["step"]:
-                line += f" ({c['train_loss']:.4g} at the constant rate)"
+        # (key, format, the clause on start and drop, the control's clause)
+        clauses = (("photo_loss", ".4g", ". The network's mean loss on the photos: {s} at the start, {d} after the "
+                    "drop", ", {c} at the constant rate"),
+                   ("goal_ratio", ".3f", ". The loss after {goal} evaluations is {s} of the network's at the "
+                    "start, {d} after the drop", " ({c} at the constant rate)"),
+                   ("train_loss", ".4g", "; the training loss over the last 500 steps falls from {s} to {d}",
+                    " ({c} at the constant rate)"))
+        for key, fmt, both, control in clauses:
+            if d[key] is None or s[key] is None:
+                continue
+            line += both.format(s=format(s[key], fmt), d=format(d[key], fmt), goal=d["goal"])
+            if c is not None and c[key] is not None:
+                line += control.format(c=format(c[key], fmt))
         out.append(line + ".")
     return " ".join(out)
