@@ -83,9 +83,20 @@ def init(device: torch.device) -> bool:
     return True
 
 
-def cleanup() -> None:
-    """Leave and destroy the process group (no-op without one)."""
-    if dist.is_available() and dist.is_initialized():
+def cleanup(synchronize: bool = True) -> None:
+    """Leave and destroy the process group (no-op without one).
+
+    With ``synchronize`` (every rank got here normally) a barrier comes first, so that no rank tears
+    its gloo connections down while another is still finishing its last collective (one such exit
+    aborted a worker with "terminate called without an active exception"). After an error on one rank
+    the others may be inside a collective: then no barrier (it could pair with theirs, or wait for
+    ever), as torchtitan's trainer does (pytorch/torchtitan#1342)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if synchronize and dist.get_world_size() > 1:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 

@@ -526,16 +526,18 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
     """
     device = pdist.local_device(_resolve_device(getattr(cfg, "device", "auto")))
     owned = pdist.init(device)  # under torchrun with WORLD_SIZE > 1: join the process group
-    lock = None
+    lock, finished = None, False
     try:
         lock = pdist.on_main(lambda: _take_folder(Path(out_dir)), share=False)
-        return _train(model, loss_fn, data, cfg, Path(out_dir), device, resume, progress and pdist.is_main(),
-                      workers, max_seconds)
+        history = _train(model, loss_fn, data, cfg, Path(out_dir), device, resume, progress and pdist.is_main(),
+                         workers, max_seconds)
+        finished = True
+        return history
     finally:
         if lock is not None:
             lock.release()
         if owned:
-            pdist.cleanup()
+            pdist.cleanup(synchronize=finished)
 
 
 def _take_folder(out: Path) -> RunLock:

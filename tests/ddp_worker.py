@@ -61,18 +61,40 @@ def run(out, steps: int, sleep: float = 0.0, max_seconds: float | None = None, m
     return model, train(model, SlowLoss(cfg, sleep), PairSet(), cfg, out, progress=False, max_seconds=max_seconds)
 
 
+def cleanup_timing(delay_rank1: float, synchronize: bool) -> None:
+    """Join the group, rank 1 sleeps ``delay_rank1`` s, both call ``cleanup``; prints each rank's wait in it."""
+    import os
+    import sys
+
+    from perceptlib import distributed as pdist
+
+    assert pdist.init(torch.device("cpu"))
+    if pdist.rank() == 1:
+        time.sleep(delay_rank1)
+    t0 = time.perf_counter()
+    pdist.cleanup(synchronize=synchronize)
+    sys.stdout.write(f"rank {os.environ.get('RANK')} cleanup waited {time.perf_counter() - t0:.3f} s, "
+                     f"group left: {not torch.distributed.is_initialized()}\n")
+    sys.stdout.flush()
+
+
 def main() -> None:
     import os
     import sys
 
     p = argparse.ArgumentParser()
     p.add_argument("out")
+    p.add_argument("--cleanup-delay-rank1", type=float, default=None,
+                   help="no training: time pdist.cleanup with rank 1 arriving this many s late")
+    p.add_argument("--no-sync", action="store_true", help="with --cleanup-delay-rank1: cleanup(synchronize=False)")
     p.add_argument("--steps", type=int, default=BASE.steps)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--max-seconds-rank1", type=float, default=None, help="a time limit on rank 1 only")
     p.add_argument("--norm", default=BASE.norm)
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.cleanup_delay_rank1 is not None:
+        return cleanup_timing(args.cleanup_delay_rank1, not args.no_sync)
     limit = args.max_seconds_rank1 if os.environ.get("RANK") == "1" else None
     _, hist = run(args.out, args.steps, args.sleep, limit, model_seed=int(os.environ.get("RANK", 0)), norm=args.norm)
     # one write of the whole line (print writes text and newline apart, which unbuffered ranks can interleave)

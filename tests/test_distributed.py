@@ -1,6 +1,7 @@
 """Data-parallel training (torchrun, gloo on 127.0.0.1): 2 processes with a global batch of 4 end with the
 weights of 1 process with batch 4; a SIGKILLed 2-process run resumes (on 2 processes, then on 1) to the
-same weights; a time limit on one rank stops both at the same step; the train-sr command under torchrun."""
+same weights; a time limit on one rank stops both at the same step; the train-sr command under torchrun; the
+process group is left with a barrier only after a normal end."""
 from __future__ import annotations
 
 import json
@@ -147,6 +148,23 @@ def test_killed_two_process_run_resumes_on_two_then_one(tmp_path):
     assert_close_history(hist, ref_hist)
     assert [s["world_size"] for s in hist.sessions][-2:] == [2, 1]
     assert not (out / ".lock").exists() and not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("synchronize", [True, False])
+def test_cleanup_waits_for_every_rank_only_after_a_normal_end(tmp_path, synchronize):
+    # rank 1 arrives 1.5 s late: after a normal end rank 0 waits for it in the barrier before tearing the
+    # connections down; after an error (synchronize=False) it must not wait (the others may be stuck)
+    args = [str(WORKER), str(tmp_path), "--cleanup-delay-rank1", "1.5", *([] if synchronize else ["--no-sync"])]
+    proc = launch(args)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    waits = {int(line.split()[1]): float(line.split("waited ")[1].split()[0])
+             for line in text.splitlines() if " cleanup waited " in line}
+    assert set(waits) == {0, 1} and "group left: True" in text and "group left: False" not in text, text[-3000:]
+    if synchronize:
+        assert waits[0] >= 1.0, waits
+    else:
+        assert waits[0] < 1.0, waits
 
 
 def test_cli_train_sr_under_torchrun(tmp_path):
