@@ -16,14 +16,17 @@ of ``repeats`` runs after one warm-up, for the whole image (tiles, blending and 
    :func:`perceptlib.precision.bf16_supported`), the same two ``torch.compile``'d
    (``TorchNetwork(..., compile=True)``: ``torch-fp32-compiled``, ``torch-bf16-compiled`` in
    :data:`perceptlib.deploy.COMPILED_BF16_FORM`), ``onnxruntime fp32`` (the file from
-   :func:`perceptlib.deploy.export_onnx`, exported once per width) x ``--channels`` -> ms, fps, peak MiB.
+   :func:`perceptlib.deploy.export_onnx`, exported once per width) x ``--channels`` -> ms, fps, peak MiB,
+   and the arithmetic: ``GFLOP`` per image (:class:`torch.utils.flop_counter.FlopCounterMode` on the meta
+   device, 2 FLOPs per multiply-add) and the ``GFLOP/s`` that rate sustains.
    ``compile s``: the compiled cases' first call (the compilation, with an empty inductor cache of its
    own) less one timed call; it is not in ms / fps, but its peak MiB includes the compiler's. ``--backends`` picks some of them, or adds
    ``torch-bf16-autocast-compiled`` (the other bf16 form: fp32 weights, autocast inside the graph).
 
 Weights are random (speed and memory do not depend on them). A case that fails (e.g. killed for
 memory) is shown as ``failed`` and the rest go on. The last line is
-``best at 512x512: <backend> c<width> <fps> fps`` (from table 2; ``none`` when 512 was not measured).
+``best at 512x512: <backend> c<width> <fps> fps (<GFLOP/s>; 20 fps needs <GFLOP/s>)`` (from table 2; ``none``
+when 512 was not measured).
 """
 from __future__ import annotations
 
@@ -92,6 +95,19 @@ def run_case(case: dict) -> dict:
     if device.type == "cuda" and case["backend"] != "onnxruntime":
         out["gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
+
+
+def network_gflop(channels: int, w: int, h: int) -> float:
+    """GFLOP of one TransformerNet(channels, instance norm) forward pass on a ``w x h`` image, counted on
+    the meta device (no memory, no time)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from perceptlib.nets import TransformerNet
+
+    with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        TransformerNet(channels=channels, norm="instance").eval()(torch.empty(1, 3, h, w))
+    return counter.get_total_flops() / 1e9
 
 
 def measure(case: dict, timeout: float, env: dict | None = None) -> dict:
@@ -168,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     if not bf16 and len(backends) < len(args.backends):
         print(f"\n(torch bf16 skipped: no native bf16 on {args.device})")
     print("\n2. untiled: size x backend x width")
-    widths = [11, 28, 5, 10, 8, 10, 10]
-    print(_row(["size", "backend", "c", "ms", "fps", "peak MiB", "compile s"], widths))
+    widths = [11, 28, 5, 10, 8, 8, 9, 10, 10]
+    print(_row(["size", "backend", "c", "ms", "fps", "GFLOP", "GFLOP/s", "peak MiB", "compile s"], widths))
     with tempfile.TemporaryDirectory() as tmp:
         onnx_files = {}
         for c in args.channels if "onnxruntime" in backends else ():
@@ -185,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
                         cache = Path(tmp) / f"inductor_{backend}_c{c}_{w}x{h}"
                         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
                     r = measure(case, args.timeout, env=env)
+                    gflop = network_gflop(c, w, h)
+                    if "error" not in r:
+                        r = {**r, "gflop": gflop, "gflop_per_s": gflop * 1000 / r["ms"]}
                     results["backends"].append({"size": [w, h], "backend": backend, "channels": c, **r})
-                    print(_row([f"{w}x{h}", backend, c, *_fmt(r, ("ms", "fps", "peak_mib", "compile_s"))], widths))
+                    print(_row([f"{w}x{h}", backend, c, *_fmt(r, ("ms", "fps", "gflop", "gflop_per_s", "peak_mib",
+                                                                   "compile_s"))], widths))
 
     at512 = [r for r in results["backends"] if r["size"] == [512, 512] and "error" not in r]
     if args.json:
@@ -195,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {args.json}")
     if at512:
         best = min(at512, key=lambda r: r["ms"])
-        print(f"best at 512x512: {best['backend']} c{best['channels']} {1000 / best['ms']:.2f} fps")
+        print(f"best at 512x512: {best['backend']} c{best['channels']} {1000 / best['ms']:.2f} fps "
+              f"({best['gflop_per_s']:.0f} GFLOP/s; 20 fps needs {20 * best['gflop']:.0f} GFLOP/s)")
     else:
         print("best at 512x512: none (512 not measured)")
     return 0
