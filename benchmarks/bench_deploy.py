@@ -20,8 +20,9 @@ of ``repeats`` runs after one warm-up, for the whole image (tiles, blending and 
    and the arithmetic: ``GFLOP`` per image (:class:`torch.utils.flop_counter.FlopCounterMode` on the meta
    device, 2 FLOPs per multiply-add) and the ``GFLOP/s`` that rate sustains.
    ``compile s``: the compiled cases' first call (the compilation, with an empty inductor cache of its
-   own) less one timed call; it is not in ms / fps, but its peak MiB includes the compiler's. ``--backends`` picks some of them, or adds
-   ``torch-bf16-autocast-compiled`` (the other bf16 form: fp32 weights, autocast inside the graph).
+   own) less one timed call; it is not in ms / fps, but its peak MiB includes the compiler's. ``--backends``
+   picks some of them, or adds ``torch-bf16-autocast-compiled`` (the other bf16 form: fp32 weights, autocast
+   inside the graph).
 
 Weights are random (speed and memory do not depend on them). A case that fails (e.g. killed for
 memory) is shown as ``failed`` and the rest go on. The last line is
