@@ -423,6 +423,46 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_export)
 
 
+def _fork_value(text: str):
+    """``FIELD=VALUE`` of ``fork --set``: VALUE as JSON (``1e6``, ``true``, ``[["relu2_2", 1.0]]``), else a string."""
+    import json
+
+    field, eq, value = text.partition("=")
+    if not eq or not field:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value
+
+
+def _fork(args: argparse.Namespace) -> int:
+    from .train import fork_run
+
+    import json
+
+    from .train import FORK_FILE
+
+    dst = fork_run(args.src, args.dst, dict(args.set))
+    rec = json.loads((dst / FORK_FILE).read_text())
+    flags = " ".join(f"--{k.replace('_', '-')} {json.dumps(v) if not isinstance(v, str) else v}"
+                     for k, v in rec["changes"].items())
+    print(f"forked {rec['from']} at step {rec['step']} into {dst}: "
+          + ", ".join(f"{k} {rec['before'][k]!r} -> {v!r}" for k, v in rec["changes"].items())
+          + f"\ncontinue it with the source run's train command plus {flags} and --out {dst}")
+    return 0
+
+
+def _add_fork(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fork", help="start a new run from another run's latest checkpoint with some config "
+                                    "fields changed (e.g. a loss weight); train-style/train-sr --out DST continue it")
+    p.add_argument("src", help="folder of the run to fork (its checkpoint.pt is read, never written)")
+    p.add_argument("dst", help="new run folder")
+    p.add_argument("--set", type=_fork_value, action="append", required=True, metavar="FIELD=VALUE",
+                   help="config field and its new value (JSON, else a string); repeatable")
+    p.set_defaults(func=_fork)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perceptlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -434,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_style(sub)
     _add_stylize(sub)
     _add_export(sub)
+    _add_fork(sub)
     return parser
 
 

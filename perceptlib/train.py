@@ -48,11 +48,12 @@ from .runlock import RunLock
 
 __all__ = [
     "History", "IndexSampler", "TrainingDivergedError", "CheckpointError", "CheckpointWriteError", "train",
-    "learning_rate", "load_checkpoint", "load_model", "infer", "CHECKPOINT", "MODEL_FILE",
+    "learning_rate", "load_checkpoint", "load_model", "infer", "fork_run", "CHECKPOINT", "MODEL_FILE", "FORK_FILE",
 ]
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.pt"
+FORK_FILE = "fork.json"
 _FORMAT = "perceptlib-train"
 _VERSION = 1
 
@@ -299,6 +300,40 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path} has checkpoint version {ckpt['version']}; this perceptlib reads <= {_VERSION}")
     ckpt["path"] = str(path)
     return ckpt
+
+
+def fork_run(src: str | os.PathLike, dst: str | os.PathLike, changes: Mapping[str, Any]) -> Path:
+    """Start the run ``dst`` from the latest checkpoint of the run in folder ``src`` with the config fields
+    in ``changes`` set to new values (e.g. ``{"pixel_weight": 1e6}``): weights, Adam's state, step, RNG and
+    sampler position and the loss history carry over, so :func:`train` with the changed config and
+    ``out_dir=dst`` continues from the fork's step (the same call with the old config is refused).
+    ``dst/fork.json`` records ``{"from", "step", "changes", "before"}``; ``src`` is only read.
+
+    Raises ValueError when a field is not in the run's config or keeps its value, or when ``dst`` holds
+    a checkpoint already; :class:`CheckpointError` when ``src`` has none. Returns ``dst``."""
+    src, dst = Path(src), Path(dst)
+    ckpt = load_checkpoint(src / CHECKPOINT)
+    cfg = dict(ckpt["config"])
+    unknown = sorted(set(changes) - set(cfg) - {"_type"})
+    if unknown or "_type" in changes:
+        fields = sorted(k for k in cfg if k != "_type")
+        raise ValueError(f"{src}: no config field(s) {unknown or ['_type']}; fields: {fields}")
+    same = sorted(k for k, v in changes.items() if cfg[k] == v)
+    if same:
+        raise ValueError(f"{src}: {same} already {[cfg[k] for k in same]}; a fork changes something")
+    if (dst / CHECKPOINT).exists():
+        raise ValueError(f"{dst} holds a checkpoint already; fork into a new folder")
+    dst.mkdir(parents=True, exist_ok=True)
+    before = {k: cfg[k] for k in changes}
+    ckpt["config"] = {**cfg, **changes}
+    ckpt.pop("path", None)
+    history = ckpt["history"]
+    record = {"from": str(src), "step": int(ckpt["step"]), "changes": dict(changes), "before": before}
+    _atomic_save(json.dumps(record, indent=2) + "\n", dst / FORK_FILE)
+    _atomic_save(json.dumps({**ckpt["config"], "_fork": record}, indent=2) + "\n", dst / "config.json")
+    _atomic_save(json.dumps({**history, "last_step": int(ckpt["step"])}) + "\n", dst / "history.json")
+    _atomic_save(ckpt, dst / CHECKPOINT)
+    return dst
 
 
 def load_model(path: str | os.PathLike, expect: str | None = None,

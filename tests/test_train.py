@@ -460,3 +460,51 @@ def test_cli_parses_learning_rate_drops(tmp_path, photo_dir, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["lr_drops"] == [[1, 1e-4]]
     assert "lr_drops: paper (), ours ((1, 0.0001),)" in capsys.readouterr().out
+
+
+def test_fork_changes_only_the_config_and_continues_from_the_fork_step(tmp_path, capsys):
+    from perceptlib.train import FORK_FILE, fork_run
+
+    _, src_hist = run(tmp_path / "src", 4)
+    before = (tmp_path / "src" / "checkpoint.pt").read_bytes()
+    fork_run(tmp_path / "src", tmp_path / "tv", {"tv_weight": 0.5})
+    assert (tmp_path / "src" / "checkpoint.pt").read_bytes() == before  # the source is only read
+    rec = json.loads((tmp_path / "tv" / FORK_FILE).read_text())
+    assert rec == {"from": str(tmp_path / "src"), "step": 4, "changes": {"tv_weight": 0.5},
+                   "before": {"tv_weight": BASE.tv_weight}}
+    assert json.loads((tmp_path / "tv" / "config.json").read_text())["tv_weight"] == 0.5
+    # the old config is refused in the fork; the new one continues from step 4 with the old history in front
+    cfg0, cfg1 = dataclasses.replace(BASE, steps=8), dataclasses.replace(BASE, steps=8, tv_weight=0.5)
+    with pytest.raises(ValueError, match=r"config differs in \['tv_weight'\]"):
+        train(tiny_model(), Loss(cfg0), PairSet(), cfg0, tmp_path / "tv", progress=False)
+    m_tv = tiny_model(1)
+    hist = train(m_tv, Loss(cfg1), PairSet(), cfg1, tmp_path / "tv", progress=False)
+    assert hist.step == [2, 4, 6, 8] and hist["pixel"][:2] == src_hist["pixel"]
+    assert (hist.sessions[-1]["start_step"], hist.sessions[-1]["end_step"]) == (4, 8)
+    # forked there and back: the continuation is bit for bit the source's own
+    fork_run(tmp_path / "src", tmp_path / "a", {"tv_weight": 0.5})
+    fork_run(tmp_path / "a", tmp_path / "back", {"tv_weight": BASE.tv_weight})
+    m_back, m_src = tiny_model(2), tiny_model(3)
+    back = train(m_back, Loss(cfg0), PairSet(), cfg0, tmp_path / "back", progress=False)
+    ref = train(m_src, Loss(cfg0), PairSet(), cfg0, tmp_path / "src", progress=False)
+    assert_same_state(m_back, m_src)
+    assert back.terms == ref.terms
+    assert any(not torch.equal(a, b) for a, b in zip(m_tv.state_dict().values(), m_src.state_dict().values()))
+    # refused: unknown fields, unchanged values, a folder with a checkpoint, a source without one
+    with pytest.raises(ValueError, match="no config field"):
+        fork_run(tmp_path / "src", tmp_path / "x", {"tv_wieght": 1.0})
+    with pytest.raises(ValueError, match="already"):
+        fork_run(tmp_path / "src", tmp_path / "x", {"tv_weight": BASE.tv_weight})
+    with pytest.raises(ValueError, match="holds a checkpoint"):
+        fork_run(tmp_path / "src", tmp_path / "tv", {"tv_weight": 0.25})
+    with pytest.raises(CheckpointError, match="not found"):
+        fork_run(tmp_path / "nothing", tmp_path / "y", {"tv_weight": 0.25})
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # the command line: JSON values, a one-line error for a bad field
+    assert main(["fork", str(tmp_path / "src"), str(tmp_path / "cli"), "--set", "tv_weight=1e-3",
+                 "--set", "lr=0.002"]) == 0
+    out = capsys.readouterr().out
+    assert "at step 8" in out and "--tv-weight 0.001 --lr 0.002" in out  # src went on to 8 above
+    assert json.loads((tmp_path / "cli" / FORK_FILE).read_text())["changes"] == {"tv_weight": 1e-3, "lr": 0.002}
+    assert main(["fork", str(tmp_path / "src"), str(tmp_path / "z"), "--set", "nope=1"]) == 1
+    assert "no config field(s) ['nope']" in capsys.readouterr().err
