@@ -437,11 +437,9 @@ def _fork_value(text: str):
 
 
 def _fork(args: argparse.Namespace) -> int:
-    from .train import fork_run
-
     import json
 
-    from .train import FORK_FILE
+    from .train import FORK_FILE, fork_run
 
     dst = fork_run(args.src, args.dst, dict(args.set))
     rec = json.loads((dst / FORK_FILE).read_text())
