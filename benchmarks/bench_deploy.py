@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             net = TransformerNet(channels=c, norm="instance").eval()
             onnx_files[c] = str(export_onnx(net, Path(tmp) / f"c{c}.onnx"))
         for w, h in sizes:
+            gflop = {c: network_gflop(c, w, h) for c in args.channels}
             for backend in backends:
                 for c in args.channels:
                     case = {**common, "size": (w, h), "backend": backend, "channels": c, "onnx": onnx_files.get(c)}
@@ -202,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                         cache = Path(tmp) / f"inductor_{backend}_c{c}_{w}x{h}"
                         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
                     r = measure(case, args.timeout, env=env)
-                    gflop = network_gflop(c, w, h)
                     if "error" not in r:
-                        r = {**r, "gflop": gflop, "gflop_per_s": gflop * 1000 / r["ms"]}
+                        r = {**r, "gflop": gflop[c], "gflop_per_s": gflop[c] * 1000 / r["ms"]}
                     results["backends"].append({"size": [w, h], "backend": backend, "channels": c, **r})
                     print(_row([f"{w}x{h}", backend, c, *_fmt(r, ("ms", "fps", "gflop", "gflop_per_s", "peak_mib",
                                                                    "compile_s"))], widths))

@@ -439,15 +439,14 @@ def _fork_value(text: str):
 def _fork(args: argparse.Namespace) -> int:
     import json
 
-    from .train import FORK_FILE, fork_run
+    from .train import fork_run
 
-    dst = fork_run(args.src, args.dst, dict(args.set))
-    rec = json.loads((dst / FORK_FILE).read_text())
+    rec = fork_run(args.src, args.dst, dict(args.set))
     flags = " ".join(f"--{k.replace('_', '-')} {json.dumps(v) if not isinstance(v, str) else v}"
                      for k, v in rec["changes"].items())
-    print(f"forked {rec['from']} at step {rec['step']} into {dst}: "
+    print(f"forked {rec['from']} at step {rec['step']} into {args.dst}: "
           + ", ".join(f"{k} {rec['before'][k]!r} -> {v!r}" for k, v in rec["changes"].items())
-          + f"\ncontinue it with the source run's train command plus {flags} and --out {dst}")
+          + f"\ncontinue it with the source run's train command plus {flags} and --out {args.dst}")
     return 0
 
 

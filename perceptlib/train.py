@@ -302,7 +302,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-def fork_run(src: str | os.PathLike, dst: str | os.PathLike, changes: Mapping[str, Any]) -> Path:
+def fork_run(src: str | os.PathLike, dst: str | os.PathLike, changes: Mapping[str, Any]) -> dict:
     """Start the run ``dst`` from the latest checkpoint of the run in folder ``src`` with the config fields
     in ``changes`` set to new values (e.g. ``{"pixel_weight": 1e6}``): weights, Adam's state, step, RNG and
     sampler position and the loss history carry over, so :func:`train` with the changed config and
@@ -310,14 +310,14 @@ def fork_run(src: str | os.PathLike, dst: str | os.PathLike, changes: Mapping[st
     ``dst/fork.json`` records ``{"from", "step", "changes", "before"}``; ``src`` is only read.
 
     Raises ValueError when a field is not in the run's config or keeps its value, or when ``dst`` holds
-    a checkpoint already; :class:`CheckpointError` when ``src`` has none. Returns ``dst``."""
+    a checkpoint already; :class:`CheckpointError` when ``src`` has none. Returns the ``fork.json`` record."""
     src, dst = Path(src), Path(dst)
     ckpt = load_checkpoint(src / CHECKPOINT)
     cfg = dict(ckpt["config"])
-    unknown = sorted(set(changes) - set(cfg) - {"_type"})
-    if unknown or "_type" in changes:
-        fields = sorted(k for k in cfg if k != "_type")
-        raise ValueError(f"{src}: no config field(s) {unknown or ['_type']}; fields: {fields}")
+    fields = set(cfg) - {"_type"}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ValueError(f"{src}: no config field(s) {unknown}; fields: {sorted(fields)}")
     same = sorted(k for k, v in changes.items() if cfg[k] == v)
     if same:
         raise ValueError(f"{src}: {same} already {[cfg[k] for k in same]}; a fork changes something")
@@ -327,13 +327,12 @@ def fork_run(src: str | os.PathLike, dst: str | os.PathLike, changes: Mapping[st
     before = {k: cfg[k] for k in changes}
     ckpt["config"] = {**cfg, **changes}
     ckpt.pop("path", None)
-    history = ckpt["history"]
     record = {"from": str(src), "step": int(ckpt["step"]), "changes": dict(changes), "before": before}
     _atomic_save(json.dumps(record, indent=2) + "\n", dst / FORK_FILE)
     _atomic_save(json.dumps({**ckpt["config"], "_fork": record}, indent=2) + "\n", dst / "config.json")
-    _atomic_save(json.dumps({**history, "last_step": int(ckpt["step"])}) + "\n", dst / "history.json")
+    _atomic_save(json.dumps({**ckpt["history"], "last_step": int(ckpt["step"])}) + "\n", dst / "history.json")
     _atomic_save(ckpt, dst / CHECKPOINT)
-    return dst
+    return record
 
 
 def load_model(path: str | os.PathLike, expect: str | None = None,

@@ -467,10 +467,9 @@ def test_fork_changes_only_the_config_and_continues_from_the_fork_step(tmp_path,
 
     _, src_hist = run(tmp_path / "src", 4)
     before = (tmp_path / "src" / "checkpoint.pt").read_bytes()
-    fork_run(tmp_path / "src", tmp_path / "tv", {"tv_weight": 0.5})
+    rec = fork_run(tmp_path / "src", tmp_path / "tv", {"tv_weight": 0.5})
     assert (tmp_path / "src" / "checkpoint.pt").read_bytes() == before  # the source is only read
-    rec = json.loads((tmp_path / "tv" / FORK_FILE).read_text())
-    assert rec == {"from": str(tmp_path / "src"), "step": 4, "changes": {"tv_weight": 0.5},
+    assert rec == json.loads((tmp_path / "tv" / FORK_FILE).read_text()) == {"from": str(tmp_path / "src"), "step": 4, "changes": {"tv_weight": 0.5},
                    "before": {"tv_weight": BASE.tv_weight}}
     assert json.loads((tmp_path / "tv" / "config.json").read_text())["tv_weight"] == 0.5
     # the old config is refused in the fork; the new one continues from step 4 with the old history in front
@@ -493,6 +492,8 @@ def test_fork_changes_only_the_config_and_continues_from_the_fork_step(tmp_path,
     # refused: unknown fields, unchanged values, a folder with a checkpoint, a source without one
     with pytest.raises(ValueError, match="no config field"):
         fork_run(tmp_path / "src", tmp_path / "x", {"tv_wieght": 1.0})
+    with pytest.raises(ValueError, match=r"no config field\(s\) \['_type'\]"):
+        fork_run(tmp_path / "src", tmp_path / "x", {"_type": "StyleConfig"})
     with pytest.raises(ValueError, match="already"):
         fork_run(tmp_path / "src", tmp_path / "x", {"tv_weight": BASE.tv_weight})
     with pytest.raises(ValueError, match="holds a checkpoint"):
