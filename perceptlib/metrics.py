@@ -16,8 +16,8 @@ Python float, a batch a float64 tensor ``(N,)`` of per-image values.
 from __future__ import annotations
 
 import math
-
 import os
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["rgb_to_y", "psnr", "ssim", "LPIPS", "get_lpips", "lpips", "lpips_alexnet_state_dict", "evaluate_sr",
-           "checkerboard_db"]
+           "checkerboard_db", "checkerboard_spectrum"]
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
@@ -91,6 +91,39 @@ def psnr(a: Tensor, b: Tensor, crop_border: int = 0, y_channel: bool = True,
 
 
 @lru_cache(maxsize=4)
+def _grid_frequencies(scale: int) -> list[Fraction]:
+    """The frequencies ``k / p`` (cycles per pixel) of periods ``p = 2, 4, ..., scale``, sorted, without 0."""
+    if int(scale) < 2 or int(scale) & (int(scale) - 1):
+        raise ValueError(f"scale must be a power of two >= 2, got {scale}")
+    return sorted({Fraction(k, p) for p in (2 ** i for i in range(1, int(math.log2(scale)) + 1)) for k in range(1, p)})
+
+
+def _peak_energies(img: Tensor, freqs: Sequence[Fraction]) -> dict[tuple[Fraction, Fraction], float]:
+    """Power of the Y channel's Hann-windowed, mean-removed 2-D spectrum in a 3x3-bin neighbourhood of each
+    ``(fy, fx)`` with both in ``{0} + freqs`` (not both 0). ``img``: ``(3, H, W)`` in [0, 1]."""
+    h, w = img.shape[-2:]
+    win = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
+                      torch.hann_window(w, periodic=False, dtype=torch.float64))
+    y = rgb_to_y(img[None].double())[0, 0]
+    spec = torch.fft.fft2((y - y.mean()) * win).abs().square()
+    axis = [Fraction(0)] + list(freqs)
+    out = {}
+    for a in axis:
+        for b in axis:
+            if a == 0 and b == 0:
+                continue
+            cy, cx = round(a * h) % h, round(b * w) % w
+            rows = [(cy + d) % h for d in (-1, 0, 1)]
+            cols = [(cx + d) % w for d in (-1, 0, 1)]
+            out[(a, b)] = float(spec[rows][:, cols].sum())
+    return out
+
+
+def _check_pair(sr: Tensor, hr: Tensor) -> None:
+    if sr.shape != hr.shape or sr.dim() != 3:
+        raise ValueError(f"sr and hr must be (3, H, W) of the same shape, got {tuple(sr.shape)}, {tuple(hr.shape)}")
+
+
 def checkerboard_db(sr: Tensor, hr: Tensor, scale: int) -> float:
     """Checkerboard energy of an SR output relative to its HR image, in dB.
 
@@ -100,33 +133,37 @@ def checkerboard_db(sr: Tensor, hr: Tensor, scale: int) -> float:
     2-D spectrum (Hann-windowed, mean removed) in a 3x3-bin neighbourhood of each such peak, for ``sr``
     and for ``hr``, and returns ``10 log10(sr / hr)``: about 0 dB when the output has the photo's own
     energy there, positive when it adds a grid. ``sr``, ``hr``: ``(3, H, W)`` in [0, 1], same shape.
+    :func:`checkerboard_spectrum` splits it by frequency.
     """
-    if sr.shape != hr.shape or sr.dim() != 3:
-        raise ValueError(f"sr and hr must be (3, H, W) of the same shape, got {tuple(sr.shape)}, {tuple(hr.shape)}")
-    if int(scale) < 2 or int(scale) & (int(scale) - 1):
-        raise ValueError(f"scale must be a power of two >= 2, got {scale}")
-    h, w = sr.shape[-2:]
-    win = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64),
-                      torch.hann_window(w, periodic=False, dtype=torch.float64))
-    freqs = sorted({k / p for p in (2 ** i for i in range(1, int(math.log2(scale)) + 1)) for k in range(1, p)})
-    fy = [0.0] + freqs
-    fx = [0.0] + freqs
+    _check_pair(sr, hr)
+    freqs = _grid_frequencies(scale)
+    e_sr, e_hr = _peak_energies(sr, freqs), _peak_energies(hr, freqs)
+    return 10 * math.log10(sum(e_sr.values()) / max(sum(e_hr.values()), 1e-30))
 
-    def energy(img: Tensor) -> float:
-        y = rgb_to_y(img[None].double())[0, 0]
-        spec = torch.fft.fft2((y - y.mean()) * win).abs().square()
-        total = 0.0
-        for a in fy:
-            for b in fx:
-                if a == 0 and b == 0:
-                    continue
-                cy, cx = round(a * h) % h, round(b * w) % w
-                rows = [(cy + d) % h for d in (-1, 0, 1)]
-                cols = [(cx + d) % w for d in (-1, 0, 1)]
-                total += float(spec[rows][:, cols].sum())
-        return total
 
-    return 10 * math.log10(energy(sr) / max(energy(hr), 1e-30))
+def checkerboard_spectrum(sr: Tensor, hr: Tensor, scale: int) -> dict[str, dict[str, float]]:
+    """:func:`checkerboard_db` split by peak: which grid frequencies carry the excess energy.
+
+    Peaks ``(fy, fx)`` and ``(fx, fy)`` are merged (a grid along rows or along columns), and ``f`` with
+    ``1 - f`` (the spectrum of a real image is symmetric), so each key names a pattern by its periods:
+    ``"1/2, 0"`` are stripes of period 2 pixels along one axis, ``"1/2, 1/2"`` the period-2 checkerboard,
+    ``"1/4, 0"`` period-4 stripes. Returns ``{key: {"db": 10 log10(sr / hr energy), "share": fraction
+    of sr's grid energy}}``, sorted by key; the shares sum to 1. Same inputs as :func:`checkerboard_db`.
+    """
+    _check_pair(sr, hr)
+    freqs = _grid_frequencies(scale)
+    e_sr, e_hr = _peak_energies(sr, freqs), _peak_energies(hr, freqs)
+    fold = lambda f: min(f, 1 - f) if f else f  # noqa: E731  (f and 1 - f: the same period)
+    groups: dict[str, list[float]] = {}
+    for (a, b), v in e_sr.items():
+        pair = sorted((fold(a), fold(b)), reverse=True)
+        key = ", ".join(str(f) for f in pair)
+        acc = groups.setdefault(key, [0.0, 0.0])
+        acc[0] += v
+        acc[1] += e_hr[(a, b)]
+    total = max(sum(e_sr.values()), 1e-30)
+    return {k: {"db": 10 * math.log10(max(v[0], 1e-30) / max(v[1], 1e-30)), "share": v[0] / total}
+            for k, v in sorted(groups.items())}
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
@@ -289,9 +326,11 @@ def evaluate_sr(hr_paths: Sequence[str | os.PathLike], upscale_fn: Callable[[Ten
     ``(3, h*scale, w*scale)``; its output is clamped and rounded to 8 bits (as a saved PNG would be).
     PSNR/SSIM use ``crop_border`` (default ``scale``) and the Y channel unless ``y_channel=False``;
     LPIPS uses the whole RGB image (``None`` when ``use_lpips`` is False); ``checkerboard_db`` is
-    :func:`checkerboard_db` of the output against the HR image (``None`` when ``scale`` is not a power of two).
+    :func:`checkerboard_db` of the output against the HR image and ``checkerboard_peaks`` its split by
+    pattern (:func:`checkerboard_spectrum`'s dB per key; both ``None`` when ``scale`` is not a power of two).
 
-    Returns ``{"images": [{"name", "psnr", "ssim", "lpips", "checkerboard_db"}, ...], "mean": {...},
+    Returns ``{"images": [{"name", "psnr", "ssim", "lpips", "checkerboard_db", "checkerboard_peaks"}, ...],
+    "mean": {...},
     "meta": {...}}``.
     """
     from .degrade import degrade, mod_crop, quantize
@@ -318,9 +357,13 @@ def evaluate_sr(hr_paths: Sequence[str | os.PathLike], upscale_fn: Callable[[Ten
             "ssim": float(ssim(sr, hr, crop, y_channel)),
             "lpips": float(lpips(sr, hr)) if use_lpips else None,
             "checkerboard_db": float(checkerboard_db(sr, hr, scale)) if pow2 else None,
+            "checkerboard_peaks": ({k: v["db"] for k, v in checkerboard_spectrum(sr, hr, scale).items()}
+                                   if pow2 else None),
         })
     mean = {k: (None if rows[0][k] is None else sum(r[k] for r in rows) / len(rows))
             for k in ("psnr", "ssim", "lpips", "checkerboard_db")}
+    mean["checkerboard_peaks"] = ({k: sum(r["checkerboard_peaks"][k] for r in rows) / len(rows)
+                                   for k in rows[0]["checkerboard_peaks"]} if pow2 else None)
     protocol = ("benchmark: MATLAB bicubic downsampling with antialiasing, no blur" if not blur_sigma
                 else f"paper: Gaussian blur sigma={blur_sigma}, then MATLAB antialiased bicubic downsampling")
     meta = {

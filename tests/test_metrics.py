@@ -241,6 +241,12 @@ def test_evaluate_sr_bicubic(hr_dir):
     assert res["mean"]["checkerboard_db"] < -10
     nearest = evaluate_sr(paths, lambda lr: lr.repeat_interleave(4, -1).repeat_interleave(4, -2), 4, use_lpips=False)
     assert nearest["mean"]["checkerboard_db"] > res["mean"]["checkerboard_db"] + 10
+    # nearest-neighbour x4 repeats pixels in 4x4 blocks, a separable pattern: its excess lies on the axes
+    # (stripes of period 4 and 2), not at the mixed peaks
+    peaks, smooth = nearest["mean"]["checkerboard_peaks"], res["mean"]["checkerboard_peaks"]
+    assert set(peaks) == set(smooth) == {"1/2, 0", "1/4, 0", "1/2, 1/2", "1/2, 1/4", "1/4, 1/4"}
+    assert all(peaks[k] > smooth[k] + 30 for k in ("1/2, 0", "1/4, 0"))
+    assert all(abs(peaks[k] - smooth[k]) < 5 for k in ("1/2, 1/2", "1/2, 1/4", "1/4, 1/4"))
     assert evaluate_sr(paths[:1], lambda lr: bicubic_upsample(lr, 3), 3, use_lpips=False)["mean"]["checkerboard_db"] is None
     m = res["meta"]
     assert (m["scale"], m["crop_border"], m["y_channel"], m["blur_sigma"]) == (4, 4, True, None)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from perceptlib.config import PAPER_STYLE, for_mode
-from perceptlib.metrics import checkerboard_db
+from perceptlib.metrics import checkerboard_db, checkerboard_spectrum
 from perceptlib.plots import plot_run_terms
 from perceptlib.runs import load_run, load_runs, spikes, summarise
 
@@ -56,6 +56,28 @@ def test_checkerboard_measure():
     assert checkerboard_db((smooth + grid).clamp(0, 1), smooth, 4) > 10
     with pytest.raises(ValueError, match="power of two"):
         checkerboard_db(smooth, smooth, 3)
+
+
+def test_checkerboard_spectrum_names_the_pattern():
+    g = torch.Generator().manual_seed(1)
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=96, mode="bicubic",
+                                             align_corners=False)[0].clamp(0.1, 0.9)
+    yy, xx = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
+    patterns = {"1/2, 0": (xx % 2).float(),                       # period-2 stripes along one axis
+                "1/2, 1/2": ((yy % 2) ^ (xx % 2)).float(),        # the period-2 checkerboard
+                "1/4, 0": ((yy // 2) % 2).float()}                # period-4 stripes along the other axis
+    for key, pat in patterns.items():
+        sr = smooth + 0.05 * (pat - 0.5)
+        spec = checkerboard_spectrum(sr, smooth, 4)
+        assert set(spec) == {"1/2, 0", "1/2, 1/2", "1/4, 0", "1/4, 1/4", "1/2, 1/4"}
+        assert abs(sum(v["share"] for v in spec.values()) - 1) < 1e-9
+        assert max(spec, key=lambda k: spec[k]["share"]) == key and spec[key]["share"] > 0.9
+        assert spec[key]["db"] > 10
+        # the parts add up to checkerboard_db: sr energy sum / hr energy sum
+        hr_parts = sum(v["share"] / 10 ** (v["db"] / 10) for v in spec.values())
+        assert abs(-10 * math.log10(hr_parts) - checkerboard_db(sr, smooth, 4)) < 1e-6
+    with pytest.raises(ValueError, match="same shape"):
+        checkerboard_spectrum(smooth, smooth[:, :48], 4)
 
 
 class Constant(torch.nn.Module):
