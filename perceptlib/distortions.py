@@ -16,7 +16,7 @@ from .degrade import gaussian_blur
 from .losses import Distance, distance
 from .vgg import LossNetwork
 
-__all__ = ["standard_distortions", "jpeg", "loss_table"]
+__all__ = ["standard_distortions", "grid_patterns", "jpeg", "loss_table"]
 
 
 def jpeg(x: Tensor, quality: int) -> Tensor:
@@ -49,6 +49,21 @@ def standard_distortions(x: Tensor, seed: int = 0) -> dict[str, Tensor]:
         "noise σ=0.1": (x + 0.1 * noise).clamp(0, 1),
         "JPEG q=10": jpeg(x, 10),
     }
+
+
+def grid_patterns(x: Tensor, amplitude: float = 0.02) -> dict[str, Tensor]:
+    """``x`` ``(N, 3, H, W)`` in [0, 1] plus periodic ±``amplitude`` patterns of equal pixel energy
+    (``l_pixel = amplitude²`` each): stripes of period 2, 4 and 8 px along the width, and the period-2
+    checkerboard, named with their frequencies as :func:`perceptlib.metrics.checkerboard_spectrum` keys them.
+    Not clamped, so every pattern adds exactly that energy (keep ``x`` away from 0 and 1 or accept values
+    slightly outside [0, 1])."""
+    h, w = x.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+    sign = lambda m: (m.to(x.dtype) * 2 - 1)  # noqa: E731  (0/1 -> -1/+1)
+    patterns = {"stripes, period 2 (1/2, 0)": sign(xx % 2), "stripes, period 4 (1/4, 0)": sign((xx // 2) % 2),
+                "stripes, period 8 (1/8, 0)": sign((xx // 4) % 2),
+                "checkerboard, period 2 (1/2, 1/2)": sign((xx + yy) % 2)}
+    return {k: x + amplitude * p for k, p in patterns.items()}
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from torch import Tensor
 
 __all__ = ["PAPER_SR_RESULTS", "GAP_MARGIN", "paper_gap", "gap_rows", "gaps_markdown", "merge_evaluations",
            "sr_table_markdown", "smooth", "plot_sr_curves", "last_terms", "crop_panels", "plot_sr_tradeoff",
-           "sr_findings"]
+           "sr_findings", "grid_rows"]
 
 # The paper's Figs. 8 (x4) and 9 (x8): PSNR on Y (dB) / SSIM, means over the real Set5 / Set14 / BSD100
 # (docs/paper.md). BSD100's x4 l_feat SSIM is printed "63.17" in the paper (presumably 0.6317).
@@ -74,6 +74,27 @@ def gaps_markdown(rows: Sequence[Mapping]) -> str:
                    f"{r['paper_gap']:+.2f} | {r['off_by']:+.2f} | {'yes' if r['within'] else 'no'} "
                    f"(±{GAP_MARGIN[r['loss']]:g}) | {cb} |")
     return "\n".join(out)
+
+
+def grid_rows(evaluation: Mapping, methods: Sequence[str], scale: int = 4) -> list[dict]:
+    """Per set and method of one evaluation file (``{"x4": {set: {method: metrics}}, "meta": {"models": ...}}``):
+    the step, PSNR minus bicubic, LPIPS, the checkerboard energy and its split by pattern
+    (``checkerboard_peaks``, :func:`perceptlib.metrics.checkerboard_spectrum`; the pattern columns are ``None``
+    where the evaluation predates the split). Bicubic's own row comes first in each set."""
+    models = evaluation.get("meta", {}).get("models", {})
+    rows = []
+    for set_name, tab in evaluation.get(f"x{scale}", {}).items():
+        bic = tab["bicubic"]
+        for m in ["bicubic", *methods]:
+            r = tab.get(m)
+            if r is None:
+                continue
+            peaks = r.get("checkerboard_peaks") or {}
+            rows.append({"set": set_name, "method": m, "step": models.get(f"x{scale}/{m.split('+')[0]}", {}).get("step"),
+                         "psnr": r["psnr"], "gap": r["psnr"] - bic["psnr"], "lpips": r.get("lpips"),
+                         "grid_db": r.get("checkerboard_db"),
+                         **{f"grid {k}": peaks.get(k) for k in ("1/2, 0", "1/2, 1/2", "1/4, 0")}})
+    return rows
 
 
 def merge_evaluations(files: Mapping[str | Path, Callable[[str], str | None]], scales: Sequence[int] = (4, 8),

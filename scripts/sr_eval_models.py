@@ -53,14 +53,17 @@ def main() -> None:
                 table[name + ("+histmatch" if hm else "")] = r["mean"]
                 print(f"{key} {s:7s} {name + ('+histmatch' if hm else ''):22s} PSNR {r['mean']['psnr']:.2f} "
                       f"SSIM {r['mean']['ssim']:.4f} LPIPS {r['mean']['lpips']:.4f} "
-                      f"checkerboard {r['mean']['checkerboard_db']:+.1f} dB ({time.perf_counter() - t:.0f} s)",
-                      flush=True)
+                      f"checkerboard {r['mean']['checkerboard_db']:+.1f} dB (" +
+                      ", ".join(f"{k}: {v:+.1f}" for k, v in (r["mean"]["checkerboard_peaks"] or {}).items()) +
+                      f") ({time.perf_counter() - t:.0f} s)", flush=True)
             res["meta"]["sets"] = {s: {k: set_info(s)[k] for k in ("label", "standin", "count")} for s in args.sets}
             res["meta"]["protocol"] = {"lr": "benchmark (MATLAB bicubic, no blur), 8-bit",
                                        "psnr": "Y (BT.601), border = scale", "ssim": "Gaussian 11x11 sigma 1.5 on Y",
                                        "lpips": "v0.1 AlexNet, RGB",
                                        "checkerboard_db": "energy at the upsampling frequencies, output vs HR "
-                                                          "(perceptlib.metrics.checkerboard_db)"}
+                                                          "(perceptlib.metrics.checkerboard_db)",
+                                       "checkerboard_peaks": "the same per pattern, keyed by frequency in cycles "
+                                                             "per pixel (perceptlib.metrics.checkerboard_spectrum)"}
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {out_path}")

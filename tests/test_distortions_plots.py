@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from perceptlib import LossNetwork, distance
-from perceptlib.distortions import jpeg, loss_table, standard_distortions
+from perceptlib.distortions import grid_patterns, jpeg, loss_table, standard_distortions
 from perceptlib.plots import plot_feature_maps, plot_images, plot_loss_table
 
 matplotlib.use("Agg")
@@ -25,6 +25,21 @@ def test_standard_distortions_are_what_they_say():
     assert not torch.equal(standard_distortions(x, seed=4)["noise σ=0.1"], d["noise σ=0.1"])
     # JPEG at high quality is close to identity, at low quality it is not
     assert distance(jpeg(x, 95), x) < distance(jpeg(x, 5), x)
+
+
+def test_grid_patterns_have_equal_energy_and_their_period():
+    from perceptlib.metrics import checkerboard_spectrum
+
+    x = 0.3 + 0.4 * torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2)),
+                                                    size=64, mode="bicubic", align_corners=False).clamp(0, 1)
+    d = grid_patterns(x, amplitude=0.02)
+    assert len(d) == 4
+    for name, y in d.items():
+        assert distance(y, x) == pytest.approx(0.02 ** 2, rel=1e-4)  # the same pixel energy
+        if "(1/8" not in name:  # the spectrum split names periods 2 and 4 at x4
+            spec = checkerboard_spectrum(y[0], x[0], 4)
+            top = max(spec, key=lambda k: spec[k]["share"])
+            assert name.endswith(f"({top})"), (name, top)
 
 
 def test_loss_table_matches_direct_computation():

@@ -107,3 +107,18 @@ def test_markdown_table_columns_default_to_the_rows_keys():
     md = markdown_table([{"a": 1.23456, "b": None}, {"a": 2.0, "c": "x"}], float_format=".2f")
     assert md.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1.23 | – | – |", "| 2.00 | – | x |"]
     assert markdown_table([{"a": 1}], {"a": "A"}).splitlines()[0] == "| A |"
+
+
+def test_grid_rows_split_and_missing_peaks():
+    ev = {"meta": {"models": {"x4/feat_impl": {"step": 100}, "x4/feat_tv30_impl": {"step": 200}}},
+          "x4": {"set5": {"bicubic": {"psnr": 27.0, "lpips": 0.3, "checkerboard_db": -30.0,
+                                      "checkerboard_peaks": {"1/2, 0": -20.0, "1/2, 1/2": -25.0, "1/4, 0": -22.0}},
+                          "feat_impl": {"psnr": 26.0, "lpips": 0.2, "checkerboard_db": 4.0,
+                                        "checkerboard_peaks": {"1/2, 0": 19.0, "1/2, 1/2": -9.0, "1/4, 0": 1.0}},
+                          "feat_tv30_impl": {"psnr": 27.5, "lpips": 0.21, "checkerboard_db": 2.0}}}}
+    rows = R.grid_rows(ev, ["feat_impl", "feat_tv30_impl", "absent"])
+    assert [r["method"] for r in rows] == ["bicubic", "feat_impl", "feat_tv30_impl"]
+    assert rows[0]["gap"] == 0 and rows[1]["gap"] == -1.0 and rows[2]["gap"] == 0.5
+    assert (rows[1]["step"], rows[2]["step"], rows[0]["step"]) == (100, 200, None)
+    assert rows[1]["grid 1/2, 0"] == 19.0 and rows[1]["grid 1/4, 0"] == 1.0
+    assert rows[2]["grid_db"] == 2.0 and rows[2]["grid 1/2, 0"] is None  # evaluated before the split existed
