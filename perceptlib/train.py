@@ -21,6 +21,7 @@ rank 0 writes files.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import io
@@ -78,7 +79,13 @@ LossFn = Callable[[nn.Module, Any], "tuple[Tensor, Mapping[str, Tensor | float]]
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss or the gradients became NaN/inf; the last good checkpoint was left untouched."""
+    """The loss or the gradients became NaN/inf, or the gradient stayed zero (the network stopped learning);
+    the last good checkpoint was left untouched."""
+
+
+# a network whose gradient is exactly zero on this many of the last DEAD_WINDOW steps has collapsed (dead ReLUs
+# or a saturated output head): training stops. While any of those steps had a zero gradient, checkpoints wait.
+DEAD_WINDOW, DEAD_STEPS = 100, 90
 
 
 class CheckpointError(ValueError):
@@ -525,8 +532,10 @@ def train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cfg
             this long, e.g. to fit a time-limited machine; resume later for the remaining steps. A SIGTERM
             stops the same way after the current step (a second SIGTERM kills at once).
 
-    Raises :class:`TrainingDivergedError` when the loss, a term or a gradient is not finite: the
-    message names the step and the terms, and the last checkpoint is left as it was.
+    Raises :class:`TrainingDivergedError` when the loss, a term or a gradient is not finite, or when the
+    gradient was exactly zero on :data:`DEAD_STEPS` of the last :data:`DEAD_WINDOW` steps (a collapsed network:
+    no checkpoint is written while any of those steps had a zero gradient): the message names the step and the
+    terms, and the last checkpoint is left as it was.
     Precision: ``cfg.precision`` (``auto``/``bf16``/``off``, :mod:`perceptlib.precision`) decides bf16
     autocast for the forward pass and the loss; the parameters and Adam stay fp32. The precision used is
     printed (with ``progress``) and kept per session in ``history.sessions`` and ``config.json``'s
@@ -693,6 +702,7 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
     amp_ctx = lambda: autocast(precision, device)  # noqa: E731
     batches = _batch_source(data, shard, step, steps, int(workers), cuda)
     stopped = None
+    zero_grad = collections.deque(maxlen=DEAD_WINDOW)  # per step of this session: was the gradient exactly 0?
     term = _StopOnSignal().__enter__()
     try:
         while step < steps:
@@ -727,6 +737,13 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
                 raise TrainingDivergedError(
                     f"non-finite gradient at step {step + 1} (loss terms {_fmt_terms(values)}); stopped, last good "
                     f"checkpoint: {ckpt_path if ckpt_path.is_file() else 'none yet'} (left untouched)")
+            zero_grad.append(gnorm == 0.0)
+            if sum(zero_grad) >= DEAD_STEPS:
+                raise TrainingDivergedError(
+                    f"zero gradient on {sum(zero_grad)} of the {len(zero_grad)} steps up to step {step + 1}: the "
+                    f"network has stopped learning (dead ReLUs or a saturated output; loss terms {_fmt_terms(values)}); "
+                    f"stopped, last good checkpoint: {ckpt_path if ckpt_path.is_file() else 'none yet'} (left "
+                    "untouched); resume from it with a lower learning rate or another config (perceptlib fork)")
             lr = learning_rate(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -747,7 +764,7 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
             bar.update(1)
             if progress and (step % 5 == 0 or step == steps):
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if "/" not in k}, refresh=False)
-            if step % ckpt_every == 0 or step == steps:
+            if (step % ckpt_every == 0 and not any(zero_grad)) or step == steps:  # no checkpoint of a dying net
                 save(*(partial or (pending, pending_n)))
     finally:
         term.__exit__()

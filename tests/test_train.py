@@ -211,6 +211,30 @@ def test_non_finite_gradient_stops(tmp_path):
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
+def test_a_collapsed_network_stops_and_keeps_the_last_live_checkpoint(tmp_path):
+    """A net whose gradient goes to zero (here: the loss multiplied by 0 from call 21 on) stops with a clear
+    error after DEAD_STEPS such steps; no checkpoint of it is written meanwhile."""
+    from perceptlib.train import DEAD_STEPS
+
+    cfg = dataclasses.replace(BASE, steps=400, checkpoint_every=10, log_every=5)
+    inner = build_sr_loss(cfg)
+    calls = {"n": 0}
+
+    def dies_at_21(model, batch):
+        calls["n"] += 1
+        total, terms = inner(model, batch)
+        return (total * 0.0 if calls["n"] > 20 else total), terms
+
+    with pytest.raises(TrainingDivergedError, match=rf"zero gradient on {DEAD_STEPS} of the 100 steps up to step "
+                                                    rf"{20 + DEAD_STEPS}: the network has stopped learning.*untouched"):
+        train(tiny_model(), dies_at_21, PairSet(), cfg, tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 20  # 30 ... 100 were not written
+    # a healthy run with the same settings is not stopped
+    hist = train(tiny_model(), build_sr_loss(dataclasses.replace(cfg, steps=120)), PairSet(),
+                 dataclasses.replace(cfg, steps=120), tmp_path / "ok", progress=False)
+    assert hist.step[-1] == 120 and load_checkpoint(tmp_path / "ok" / "checkpoint.pt")["step"] == 120
+
+
 @pytest.mark.slow
 def test_compile_trains_like_eager_and_saves_plain_checkpoints(tmp_path):
     """compile=True: the same losses up to rounding, checkpoints with the module's own keys, model.pt loads
