@@ -138,7 +138,7 @@ def checkerboard_db(sr: Tensor, hr: Tensor, scale: int) -> float:
     _check_pair(sr, hr)
     freqs = _grid_frequencies(scale)
     e_sr, e_hr = _peak_energies(sr, freqs), _peak_energies(hr, freqs)
-    return 10 * math.log10(sum(e_sr.values()) / max(sum(e_hr.values()), 1e-30))
+    return 10 * math.log10(max(sum(e_sr.values()), 1e-30) / max(sum(e_hr.values()), 1e-30))  # flat: ~ -300 dB
 
 
 def checkerboard_spectrum(sr: Tensor, hr: Tensor, scale: int) -> dict[str, dict[str, float]]:
@@ -148,7 +148,8 @@ def checkerboard_spectrum(sr: Tensor, hr: Tensor, scale: int) -> dict[str, dict[
     ``1 - f`` (the spectrum of a real image is symmetric), so each key names a pattern by its periods:
     ``"1/2, 0"`` are stripes of period 2 pixels along one axis, ``"1/2, 1/2"`` the period-2 checkerboard,
     ``"1/4, 0"`` period-4 stripes. Returns ``{key: {"db": 10 log10(sr / hr energy), "share": fraction
-    of sr's grid energy}}``, sorted by key; the shares sum to 1. Same inputs as :func:`checkerboard_db`.
+    of sr's grid energy}}``, sorted by key; the shares sum to 1 (0 for a flat image). Same inputs as
+    :func:`checkerboard_db`.
     """
     _check_pair(sr, hr)
     freqs = _grid_frequencies(scale)

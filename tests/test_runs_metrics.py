@@ -56,6 +56,9 @@ def test_checkerboard_measure():
     assert checkerboard_db((smooth + grid).clamp(0, 1), smooth, 4) > 10
     with pytest.raises(ValueError, match="power of two"):
         checkerboard_db(smooth, smooth, 3)
+    flat = torch.full_like(smooth, 0.5)  # a collapsed network's output: no energy anywhere, a finite floor
+    assert checkerboard_db(flat, smooth, 4) < -200
+    assert all(v["db"] < -200 for v in checkerboard_spectrum(flat, smooth, 4).values())
 
 
 def test_checkerboard_spectrum_names_the_pattern():
