@@ -90,7 +90,6 @@ def psnr(a: Tensor, b: Tensor, crop_border: int = 0, y_channel: bool = True,
     return _out(10 * torch.log10(data_range ** 2 / mse), batched)
 
 
-@lru_cache(maxsize=4)
 def _grid_frequencies(scale: int) -> list[Fraction]:
     """The frequencies ``k / p`` (cycles per pixel) of periods ``p = 2, 4, ..., scale``, sorted, without 0."""
     if int(scale) < 2 or int(scale) & (int(scale) - 1):
@@ -119,9 +118,32 @@ def _peak_energies(img: Tensor, freqs: Sequence[Fraction]) -> dict[tuple[Fractio
     return out
 
 
-def _check_pair(sr: Tensor, hr: Tensor) -> None:
+_Energies = dict[tuple[Fraction, Fraction], float]
+
+
+def _grid_energies(sr: Tensor, hr: Tensor, scale: int) -> tuple[_Energies, _Energies]:
+    """:func:`_peak_energies` of ``sr`` and of ``hr`` at ``scale``'s grid frequencies, inputs checked."""
     if sr.shape != hr.shape or sr.dim() != 3:
         raise ValueError(f"sr and hr must be (3, H, W) of the same shape, got {tuple(sr.shape)}, {tuple(hr.shape)}")
+    freqs = _grid_frequencies(scale)
+    return _peak_energies(sr, freqs), _peak_energies(hr, freqs)
+
+
+def _ratio_db(a: float, b: float) -> float:
+    """``10 log10(a / b)``, both floored at 1e-30 (a flat image: about -300 dB, not an error)."""
+    return 10 * math.log10(max(a, 1e-30) / max(b, 1e-30))
+
+
+def _by_pattern(e_sr: _Energies, e_hr: _Energies) -> dict[str, dict[str, float]]:
+    """:func:`checkerboard_spectrum`'s result from the two images' peak energies."""
+    groups: dict[str, list[float]] = {}
+    for (a, b), v in e_sr.items():
+        pair = sorted((min(a, 1 - a), min(b, 1 - b)), reverse=True)  # f and 1 - f: the same period
+        acc = groups.setdefault(", ".join(str(f) for f in pair), [0.0, 0.0])
+        acc[0] += v
+        acc[1] += e_hr[(a, b)]
+    total = max(sum(e_sr.values()), 1e-30)
+    return {k: {"db": _ratio_db(v[0], v[1]), "share": v[0] / total} for k, v in sorted(groups.items())}
 
 
 def checkerboard_db(sr: Tensor, hr: Tensor, scale: int) -> float:
@@ -135,10 +157,8 @@ def checkerboard_db(sr: Tensor, hr: Tensor, scale: int) -> float:
     energy there, positive when it adds a grid. ``sr``, ``hr``: ``(3, H, W)`` in [0, 1], same shape.
     :func:`checkerboard_spectrum` splits it by frequency.
     """
-    _check_pair(sr, hr)
-    freqs = _grid_frequencies(scale)
-    e_sr, e_hr = _peak_energies(sr, freqs), _peak_energies(hr, freqs)
-    return 10 * math.log10(max(sum(e_sr.values()), 1e-30) / max(sum(e_hr.values()), 1e-30))  # flat: ~ -300 dB
+    e_sr, e_hr = _grid_energies(sr, hr, scale)
+    return _ratio_db(sum(e_sr.values()), sum(e_hr.values()))
 
 
 def checkerboard_spectrum(sr: Tensor, hr: Tensor, scale: int) -> dict[str, dict[str, float]]:
@@ -151,20 +171,7 @@ def checkerboard_spectrum(sr: Tensor, hr: Tensor, scale: int) -> dict[str, dict[
     of sr's grid energy}}``, sorted by key; the shares sum to 1 (0 for a flat image). Same inputs as
     :func:`checkerboard_db`.
     """
-    _check_pair(sr, hr)
-    freqs = _grid_frequencies(scale)
-    e_sr, e_hr = _peak_energies(sr, freqs), _peak_energies(hr, freqs)
-    fold = lambda f: min(f, 1 - f) if f else f  # noqa: E731  (f and 1 - f: the same period)
-    groups: dict[str, list[float]] = {}
-    for (a, b), v in e_sr.items():
-        pair = sorted((fold(a), fold(b)), reverse=True)
-        key = ", ".join(str(f) for f in pair)
-        acc = groups.setdefault(key, [0.0, 0.0])
-        acc[0] += v
-        acc[1] += e_hr[(a, b)]
-    total = max(sum(e_sr.values()), 1e-30)
-    return {k: {"db": 10 * math.log10(max(v[0], 1e-30) / max(v[1], 1e-30)), "share": v[0] / total}
-            for k, v in sorted(groups.items())}
+    return _by_pattern(*_grid_energies(sr, hr, scale))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
@@ -352,14 +359,14 @@ def evaluate_sr(hr_paths: Sequence[str | os.PathLike], upscale_fn: Callable[[Ten
             got = tuple(sr.shape) if isinstance(sr, Tensor) else type(sr).__name__
             raise ValueError(f"{path.name}: upscale_fn returned {got}, expected {tuple(hr.shape)}")
         sr = quantize(sr.detach().float().cpu())
+        grid = _grid_energies(sr, hr, scale) if pow2 else None  # one spectrum each for both grid measures
         rows.append({
             "name": path.name,
             "psnr": float(psnr(sr, hr, crop, y_channel)),
             "ssim": float(ssim(sr, hr, crop, y_channel)),
             "lpips": float(lpips(sr, hr)) if use_lpips else None,
-            "checkerboard_db": float(checkerboard_db(sr, hr, scale)) if pow2 else None,
-            "checkerboard_peaks": ({k: v["db"] for k, v in checkerboard_spectrum(sr, hr, scale).items()}
-                                   if pow2 else None),
+            "checkerboard_db": _ratio_db(sum(grid[0].values()), sum(grid[1].values())) if grid else None,
+            "checkerboard_peaks": {k: v["db"] for k, v in _by_pattern(*grid).items()} if grid else None,
         })
     mean = {k: (None if rows[0][k] is None else sum(r[k] for r in rows) / len(rows))
             for k in ("psnr", "ssim", "lpips", "checkerboard_db")}
