@@ -90,7 +90,8 @@ def grid_rows(evaluation: Mapping, methods: Sequence[str], scale: int = 4) -> li
             if r is None:
                 continue
             peaks = r.get("checkerboard_peaks") or {}
-            rows.append({"set": set_name, "method": m, "step": models.get(f"x{scale}/{m.split('+')[0]}", {}).get("step"),
+            step = models.get(f"x{scale}/{m.split('+')[0]}", {}).get("step")
+            rows.append({"set": set_name, "method": m, "step": step,
                          "psnr": r["psnr"], "gap": r["psnr"] - bic["psnr"], "lpips": r.get("lpips"),
                          "grid_db": r.get("checkerboard_db"),
                          **{f"grid {k}": peaks.get(k) for k in ("1/2, 0", "1/2, 1/2", "1/4, 0")}})

@@ -741,7 +741,8 @@ def _train(model: nn.Module, loss_fn: LossFn, data: torch.utils.data.Dataset, cf
             if sum(zero_grad) >= DEAD_STEPS:
                 raise TrainingDivergedError(
                     f"zero gradient on {sum(zero_grad)} of the {len(zero_grad)} steps up to step {step + 1}: the "
-                    f"network has stopped learning (dead ReLUs or a saturated output; loss terms {_fmt_terms(values)}); "
+                    "network has stopped learning (dead ReLUs or a saturated output; loss terms "
+                    f"{_fmt_terms(values)}); "
                     f"stopped, last good checkpoint: {ckpt_path if ckpt_path.is_file() else 'none yet'} (left "
                     "untouched); resume from it with a lower learning rate or another config (perceptlib fork)")
             lr = learning_rate(cfg, step)
